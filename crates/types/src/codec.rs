@@ -94,9 +94,15 @@ fn read_len<R: Read>(reader: &mut R, what: &'static str, max: usize) -> io::Resu
 }
 
 /// A vector whose length is at most `MAX`, checked before any item is decoded.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(transparent)]
 pub struct BoundedVec<T, const MAX: usize>(Vec<T>);
+
+impl<T, const MAX: usize> Default for BoundedVec<T, MAX> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
 
 impl<T, const MAX: usize> BoundedVec<T, MAX> {
     /// Wrap `items`, or give them back if there are more than `MAX`.

@@ -141,6 +141,17 @@ impl Core {
     pub fn validators(&self) -> &ValidatorSet {
         &self.validators
     }
+    /// Votes of this height for `value` in (`round`, `kind`): what a host relays so that
+    /// peers which missed some see the same quorums (gossip of others' votes).
+    pub fn votes_for(&self, round: Round, kind: VoteKind, value: Option<Hash>) -> Vec<SignedVote> {
+        self.rounds
+            .get(&round)
+            .map_or_else(Vec::new, |state| match kind {
+                VoteKind::Prevote => state.prevotes.votes_for(value),
+                VoteKind::Precommit => state.precommits.votes_for(value),
+            })
+    }
+
     /// Messages waiting for a later height.
     pub fn future_buffered(&self) -> usize {
         self.future.len()
@@ -210,7 +221,12 @@ impl Core {
 
     fn on_proposal(&mut self, signed: SignedProposal, out: &mut Vec<Output>) {
         let proposal = signed.proposal;
-        match self.admit(proposal.height, proposal.round, &Input::Proposal(signed), out) {
+        match self.admit(
+            proposal.height,
+            proposal.round,
+            &Input::Proposal(signed),
+            out,
+        ) {
             Err(reason) => return out.push(Output::Dropped(reason)),
             Ok(false) => return,
             Ok(true) => {}
@@ -230,8 +246,10 @@ impl Core {
             return out.push(Output::Dropped(DropReason::Equivocation));
         }
         round_state.proposal = Some(signed);
-        if !self.validity.contains_key(&proposal.block_id) {
-            self.validity.insert(proposal.block_id, None);
+        if let std::collections::btree_map::Entry::Vacant(entry) =
+            self.validity.entry(proposal.block_id)
+        {
+            entry.insert(None);
             out.push(Output::ValidateBlock {
                 height: proposal.height,
                 round: proposal.round,
@@ -251,14 +269,32 @@ impl Core {
             Ok(false) => return,
             Ok(true) => {}
         }
+        let proposed = |id: &Hash| {
+            self.rounds
+                .values()
+                .any(|r| r.proposal.is_some_and(|p| p.proposal.block_id == *id))
+        };
+        let relevant = vote.block_id.as_ref().is_none_or(proposed);
         let round_state = self.rounds.entry(vote.round).or_default();
         let set = match vote.kind {
             VoteKind::Prevote => &mut round_state.prevotes,
             VoteKind::Precommit => &mut round_state.precommits,
         };
+        if !relevant {
+            if let Some(first) = set.first_vote(vote.validator).filter(|f| f.vote != vote) {
+                // A second vote for a block nobody proposed: evidence, but not kept.
+                out.push(Output::Evidence(Evidence::DuplicateVote {
+                    first,
+                    second: signed,
+                }));
+                return out.push(Output::Dropped(DropReason::Equivocation));
+            }
+        }
         match set.add(signed, power) {
             AddVote::Added => {}
-            AddVote::Duplicate => out.push(Output::Dropped(DropReason::Duplicate)),
+            AddVote::Duplicate | AddVote::Ignored => {
+                out.push(Output::Dropped(DropReason::Duplicate))
+            }
             AddVote::Conflict(first) => {
                 out.push(Output::Evidence(Evidence::DuplicateVote {
                     first,
@@ -319,8 +355,7 @@ impl Core {
                 self.set_step(Step::Precommit, out);
             }
             // Lines 65-67: OnTimeoutPrecommit.
-            TimeoutKind::Precommit if current && !self.decided => match self.round.checked_add(1)
-            {
+            TimeoutKind::Precommit if current && !self.decided => match self.round.checked_add(1) {
                 Some(next) => self.start_round(next, out),
                 None => out.push(Output::Dropped(DropReason::Stale)),
             },
@@ -467,9 +502,10 @@ impl Core {
             // Line 28: needs 2f+1 prevotes for v in round vr < round_p.
             Some(vr) => {
                 let polka = vr < proposal.round
-                    && self.rounds.get(&vr).is_some_and(|s| {
-                        self.validators.is_quorum(s.prevotes.power_for(Some(id)))
-                    });
+                    && self
+                        .rounds
+                        .get(&vr)
+                        .is_some_and(|s| self.validators.is_quorum(s.prevotes.power_for(Some(id))));
                 if !polka {
                     return false;
                 }
@@ -488,9 +524,10 @@ impl Core {
     fn lock_on_polka(&mut self, proposal: &Proposal, out: &mut Vec<Output>) -> bool {
         let id = proposal.block_id;
         let round = self.round;
-        let polka = self.rounds.get(&round).is_some_and(|s| {
-            self.validators.is_quorum(s.prevotes.power_for(Some(id)))
-        });
+        let polka = self
+            .rounds
+            .get(&round)
+            .is_some_and(|s| self.validators.is_quorum(s.prevotes.power_for(Some(id))));
         if !polka || self.is_valid(&id) != Some(true) {
             return false;
         }

@@ -1,5 +1,6 @@
 //! One test per rule of Algorithm 1 (line numbers as in the paper), driven through
 //! `Core::step` with hand-made inputs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use basalt_consensus::*;
 use basalt_types::{
@@ -109,10 +110,15 @@ fn feed(core: &mut Core, inputs: Vec<Input>) -> Vec<Output> {
 /// lock on it (lines 36-41).
 fn lock_on(core: &mut Core, round: Round, id: Hash) {
     let proposer = core.validators().proposer(1, round);
-    feed(core, vec![proposal(1, round, None, id, proposer), valid(1, id, true)]);
+    feed(
+        core,
+        vec![proposal(1, round, None, id, proposer), valid(1, id, true)],
+    );
     let out = feed(
         core,
-        (1..4).map(|v| vote(VoteKind::Prevote, 1, round, Some(id), v)).collect(),
+        (1..4)
+            .map(|v| vote(VoteKind::Prevote, 1, round, Some(id), v))
+            .collect(),
     );
     assert!(votes_cast(&out).contains(&(VoteKind::Precommit, Some(id))));
     assert_eq!(core.locked(), Some((round, id)));
@@ -130,7 +136,10 @@ fn line_10_start_schedules_propose_timeout_for_non_proposer() {
 #[test]
 fn lines_14_19_proposer_asks_for_a_value_and_proposes_it() {
     let (mut core, out) = started(1);
-    assert!(out.contains(&Output::GetValue { height: 1, round: 0 }));
+    assert!(out.contains(&Output::GetValue {
+        height: 1,
+        round: 0
+    }));
     let out = core.step(Input::ProposeValue {
         height: 1,
         round: 0,
@@ -161,7 +170,10 @@ fn lines_22_24_valid_proposal_gets_a_prevote_after_the_validity_verdict() {
         round: 0,
         block_id: A
     }));
-    assert!(votes_cast(&out).is_empty(), "no vote before valid(v) is known");
+    assert!(
+        votes_cast(&out).is_empty(),
+        "no vote before valid(v) is known"
+    );
     let out = core.step(valid(1, A, true));
     assert_eq!(votes_cast(&out), vec![(VoteKind::Prevote, Some(A))]);
     assert_eq!(core.current_step(), Step::Prevote);
@@ -170,7 +182,10 @@ fn lines_22_24_valid_proposal_gets_a_prevote_after_the_validity_verdict() {
 #[test]
 fn lines_25_26_invalid_proposal_gets_a_nil_prevote() {
     let (mut core, _) = started(0);
-    let out = feed(&mut core, vec![proposal(1, 0, None, A, 1), valid(1, A, false)]);
+    let out = feed(
+        &mut core,
+        vec![proposal(1, 0, None, A, 1), valid(1, A, false)],
+    );
     assert_eq!(votes_cast(&out), vec![(VoteKind::Prevote, None)]);
 }
 
@@ -185,7 +200,10 @@ fn line_23_locked_validator_prevotes_nil_for_another_fresh_value() {
         round: 0,
     }));
     assert_eq!(core.round(), 1);
-    let out = feed(&mut core, vec![proposal(1, 1, None, B, 2), valid(1, B, true)]);
+    let out = feed(
+        &mut core,
+        vec![proposal(1, 1, None, B, 2), valid(1, B, true)],
+    );
     assert_eq!(votes_cast(&out), vec![(VoteKind::Prevote, None)]);
 }
 
@@ -206,7 +224,10 @@ fn line_23_switch_off_makes_a_locked_validator_prevote_another_value() {
         height: 1,
         round: 0,
     }));
-    let out = feed(&mut core, vec![proposal(1, 1, None, B, 2), valid(1, B, true)]);
+    let out = feed(
+        &mut core,
+        vec![proposal(1, 1, None, B, 2), valid(1, B, true)],
+    );
     assert_eq!(votes_cast(&out), vec![(VoteKind::Prevote, Some(B))]);
 }
 
@@ -222,7 +243,9 @@ fn lines_28_30_reproposal_with_a_later_polka_unlocks() {
     }));
     feed(
         &mut core,
-        (1..4).map(|v| vote(VoteKind::Prevote, 1, 1, Some(B), v)).collect(),
+        (1..4)
+            .map(|v| vote(VoteKind::Prevote, 1, 1, Some(B), v))
+            .collect(),
     );
     core.step(Input::Timeout(Timeout {
         kind: TimeoutKind::Precommit,
@@ -231,7 +254,10 @@ fn lines_28_30_reproposal_with_a_later_polka_unlocks() {
     }));
     assert_eq!(core.round(), 2);
     // Round 2's proposer (3) re-proposes B with vr = 1 ≥ lockedRound 0: prevote B.
-    let out = feed(&mut core, vec![proposal(1, 2, Some(1), B, 3), valid(1, B, true)]);
+    let out = feed(
+        &mut core,
+        vec![proposal(1, 2, Some(1), B, 3), valid(1, B, true)],
+    );
     assert_eq!(votes_cast(&out), vec![(VoteKind::Prevote, Some(B))]);
 }
 
@@ -241,7 +267,9 @@ fn lines_29_32_reproposal_older_than_the_lock_gets_nil() {
     // Polka for B in round 0 (validator 0 sees it but had prevoted already: not locked on B).
     feed(
         &mut core,
-        (1..4).map(|v| vote(VoteKind::Prevote, 1, 0, Some(B), v)).collect(),
+        (1..4)
+            .map(|v| vote(VoteKind::Prevote, 1, 0, Some(B), v))
+            .collect(),
     );
     core.step(Input::Timeout(Timeout {
         kind: TimeoutKind::Precommit,
@@ -256,7 +284,10 @@ fn lines_29_32_reproposal_older_than_the_lock_gets_nil() {
         round: 1,
     }));
     // Round 2: B re-proposed with vr = 0 < lockedRound 1: nil.
-    let out = feed(&mut core, vec![proposal(1, 2, Some(0), B, 3), valid(1, B, true)]);
+    let out = feed(
+        &mut core,
+        vec![proposal(1, 2, Some(0), B, 3), valid(1, B, true)],
+    );
     assert_eq!(votes_cast(&out), vec![(VoteKind::Prevote, None)]);
 }
 
@@ -268,11 +299,16 @@ fn line_28_reproposal_waits_for_the_polka_it_claims() {
         height: 1,
         round: 0,
     }));
-    let out = feed(&mut core, vec![proposal(1, 1, Some(0), B, 2), valid(1, B, true)]);
+    let out = feed(
+        &mut core,
+        vec![proposal(1, 1, Some(0), B, 2), valid(1, B, true)],
+    );
     assert!(votes_cast(&out).is_empty(), "no polka in round 0 seen yet");
     let out = feed(
         &mut core,
-        (1..4).map(|v| vote(VoteKind::Prevote, 1, 0, Some(B), v)).collect(),
+        (1..4)
+            .map(|v| vote(VoteKind::Prevote, 1, 0, Some(B), v))
+            .collect(),
     );
     assert_eq!(votes_cast(&out), vec![(VoteKind::Prevote, Some(B))]);
 }
@@ -280,7 +316,10 @@ fn line_28_reproposal_waits_for_the_polka_it_claims() {
 #[test]
 fn lines_34_35_prevote_timeout_scheduled_once_on_mixed_quorum() {
     let (mut core, _) = started(0);
-    feed(&mut core, vec![proposal(1, 0, None, A, 1), valid(1, A, true)]);
+    feed(
+        &mut core,
+        vec![proposal(1, 0, None, A, 1), valid(1, A, true)],
+    );
     let out = feed(
         &mut core,
         vec![
@@ -305,16 +344,25 @@ fn lines_36_43_polka_locks_precommits_and_sets_valid_value() {
 #[test]
 fn lines_42_43_polka_seen_after_precommit_updates_valid_only() {
     let (mut core, _) = started(0);
-    feed(&mut core, vec![proposal(1, 0, None, A, 1), valid(1, A, true)]);
+    feed(
+        &mut core,
+        vec![proposal(1, 0, None, A, 1), valid(1, A, true)],
+    );
     core.step(Input::Timeout(Timeout {
         kind: TimeoutKind::Prevote,
         height: 1,
         round: 0,
     }));
-    assert_eq!(core.current_step(), Step::Precommit, "precommitted nil on timeout");
+    assert_eq!(
+        core.current_step(),
+        Step::Precommit,
+        "precommitted nil on timeout"
+    );
     feed(
         &mut core,
-        (1..4).map(|v| vote(VoteKind::Prevote, 1, 0, Some(A), v)).collect(),
+        (1..4)
+            .map(|v| vote(VoteKind::Prevote, 1, 0, Some(A), v))
+            .collect(),
     );
     assert_eq!(core.locked(), None);
     assert_eq!(core.valid(), Some((0, A)));
@@ -323,10 +371,15 @@ fn lines_42_43_polka_seen_after_precommit_updates_valid_only() {
 #[test]
 fn lines_44_46_nil_polka_precommits_nil() {
     let (mut core, _) = started(0);
-    feed(&mut core, vec![proposal(1, 0, None, A, 1), valid(1, A, false)]);
+    feed(
+        &mut core,
+        vec![proposal(1, 0, None, A, 1), valid(1, A, false)],
+    );
     let out = feed(
         &mut core,
-        (1..4).map(|v| vote(VoteKind::Prevote, 1, 0, None, v)).collect(),
+        (1..4)
+            .map(|v| vote(VoteKind::Prevote, 1, 0, None, v))
+            .collect(),
     );
     assert!(votes_cast(&out).contains(&(VoteKind::Precommit, None)));
 }
@@ -343,19 +396,30 @@ fn lines_47_48_precommit_timeout_on_mixed_precommits() {
         ],
     );
     assert_eq!(timeouts(&out), vec![(TimeoutKind::Precommit, 0, 200)]);
-    assert!(out.contains(&Output::PrecommitQuorum { height: 1, round: 0 }));
+    assert!(out.contains(&Output::PrecommitQuorum {
+        height: 1,
+        round: 0
+    }));
 }
 
 #[test]
 fn lines_49_54_decide_builds_a_certificate_and_starts_the_next_height() {
     let (mut core, _) = started(0);
-    feed(&mut core, vec![proposal(1, 0, None, A, 1), valid(1, A, true)]);
+    feed(
+        &mut core,
+        vec![proposal(1, 0, None, A, 1), valid(1, A, true)],
+    );
     let out = feed(
         &mut core,
-        (1..4).map(|v| vote(VoteKind::Precommit, 1, 0, Some(A), v)).collect(),
+        (1..4)
+            .map(|v| vote(VoteKind::Precommit, 1, 0, Some(A), v))
+            .collect(),
     );
     let certificate = decided(&out).expect("decided");
-    assert_eq!((certificate.height, certificate.round, certificate.block_id), (1, 0, A));
+    assert_eq!(
+        (certificate.height, certificate.round, certificate.block_id),
+        (1, 0, A)
+    );
     let signers: Vec<u16> = certificate.signatures.iter().map(|s| s.validator).collect();
     assert_eq!(signers, vec![1, 2, 3]);
     assert_eq!(core.height(), 2, "commit wait 0: next height at once");
@@ -367,7 +431,9 @@ fn line_49_decides_without_a_valid_proposal_only_once_validity_is_known() {
     let (mut core, _) = started(0);
     let out = feed(
         &mut core,
-        (1..4).map(|v| vote(VoteKind::Precommit, 1, 0, Some(A), v)).collect(),
+        (1..4)
+            .map(|v| vote(VoteKind::Precommit, 1, 0, Some(A), v))
+            .collect(),
     );
     assert!(decided(&out).is_none(), "no proposal, no decision");
     let out = core.step(proposal(1, 0, None, A, 1));
@@ -379,7 +445,10 @@ fn line_49_decides_without_a_valid_proposal_only_once_validity_is_known() {
 #[test]
 fn line_49_decides_for_an_earlier_round() {
     let (mut core, _) = started(0);
-    feed(&mut core, vec![proposal(1, 0, None, A, 1), valid(1, A, true)]);
+    feed(
+        &mut core,
+        vec![proposal(1, 0, None, A, 1), valid(1, A, true)],
+    );
     core.step(Input::Timeout(Timeout {
         kind: TimeoutKind::Precommit,
         height: 1,
@@ -388,7 +457,9 @@ fn line_49_decides_for_an_earlier_round() {
     assert_eq!(core.round(), 1);
     let out = feed(
         &mut core,
-        (1..4).map(|v| vote(VoteKind::Precommit, 1, 0, Some(A), v)).collect(),
+        (1..4)
+            .map(|v| vote(VoteKind::Precommit, 1, 0, Some(A), v))
+            .collect(),
     );
     assert_eq!(decided(&out).map(|c| c.round), Some(0));
 }
@@ -397,10 +468,15 @@ fn line_49_decides_for_an_earlier_round() {
 fn commit_wait_delays_the_next_height() {
     let mut core = Core::new(config(50), validators(&[1, 1, 1, 1]), Some(0));
     core.step(Input::StartHeight(1));
-    feed(&mut core, vec![proposal(1, 0, None, A, 1), valid(1, A, true)]);
+    feed(
+        &mut core,
+        vec![proposal(1, 0, None, A, 1), valid(1, A, true)],
+    );
     let out = feed(
         &mut core,
-        (1..4).map(|v| vote(VoteKind::Precommit, 1, 0, Some(A), v)).collect(),
+        (1..4)
+            .map(|v| vote(VoteKind::Precommit, 1, 0, Some(A), v))
+            .collect(),
     );
     assert!(decided(&out).is_some());
     assert_eq!(timeouts(&out), vec![(TimeoutKind::Commit, 0, 50)]);
@@ -422,7 +498,10 @@ fn line_55_f_plus_one_in_a_higher_round_skips_to_it() {
     assert!(!out.iter().any(|o| matches!(o, Output::NewRound { .. })));
     let out = core.step(vote(VoteKind::Precommit, 1, 3, None, 2));
     assert_eq!(core.round(), 3);
-    assert!(out.contains(&Output::NewRound { height: 1, round: 3 }));
+    assert!(out.contains(&Output::NewRound {
+        height: 1,
+        round: 3
+    }));
 }
 
 #[test]
@@ -460,10 +539,15 @@ fn lines_57_67_timeouts_move_the_round_on_and_grow_with_it() {
 fn proposer_reproposes_its_valid_value_with_pol_round() {
     // Validator 2 proposes round 1 of height 1.
     let (mut core, _) = started(2);
-    feed(&mut core, vec![proposal(1, 0, None, A, 1), valid(1, A, true)]);
     feed(
         &mut core,
-        [0, 1, 3].map(|v| vote(VoteKind::Prevote, 1, 0, Some(A), v)).to_vec(),
+        vec![proposal(1, 0, None, A, 1), valid(1, A, true)],
+    );
+    feed(
+        &mut core,
+        [0, 1, 3]
+            .map(|v| vote(VoteKind::Prevote, 1, 0, Some(A), v))
+            .to_vec(),
     );
     assert_eq!(core.valid(), Some((0, A)));
     let out = core.step(Input::Timeout(Timeout {
@@ -492,9 +576,10 @@ fn equivocation_produces_evidence_and_is_not_counted() {
     let out = core.step(proposal(1, 0, None, A, 1));
     assert!(!out.iter().any(|o| matches!(o, Output::Evidence(_))));
     let out = core.step(proposal(1, 0, None, B, 1));
-    assert!(out
-        .iter()
-        .any(|o| matches!(o, Output::Evidence(basalt_types::Evidence::DuplicateProposal { .. }))));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        Output::Evidence(basalt_types::Evidence::DuplicateProposal { .. })
+    )));
 }
 
 #[test]
@@ -512,10 +597,15 @@ fn future_height_messages_are_buffered_and_replayed() {
     );
     assert!(decided(&early).is_none());
     assert_eq!(core.future_buffered(), 4);
-    feed(&mut core, vec![proposal(1, 0, None, A, 1), valid(1, A, true)]);
+    feed(
+        &mut core,
+        vec![proposal(1, 0, None, A, 1), valid(1, A, true)],
+    );
     let out = feed(
         &mut core,
-        (1..4).map(|v| vote(VoteKind::Precommit, 1, 0, Some(A), v)).collect(),
+        (1..4)
+            .map(|v| vote(VoteKind::Precommit, 1, 0, Some(A), v))
+            .collect(),
     );
     assert!(out.contains(&Output::ValidateBlock {
         height: 2,
@@ -616,7 +706,11 @@ fn proposer_rotation_is_weighted_by_power() {
     let equal = validators(&[7, 7, 7, 7]);
     let order: Vec<u16> = (0..8).map(|h| equal.proposer(h, 0)).collect();
     assert_eq!(order, vec![0, 1, 2, 3, 0, 1, 2, 3]);
-    assert_eq!(equal.proposer(1, 1), equal.proposer(2, 0), "a round moves one slot");
+    assert_eq!(
+        equal.proposer(1, 1),
+        equal.proposer(2, 0),
+        "a round moves one slot"
+    );
     let weighted = validators(&[2, 1, 1]);
     let mut counts = [0; 3];
     for h in 0..400 {

@@ -53,7 +53,9 @@ impl DecodeError {
                 return *typed;
             }
         }
-        if text.contains("variant") {
+        if text.contains("Unexpected length of input") {
+            DecodeError::Truncated
+        } else if text.contains("variant") {
             DecodeError::UnknownVariant(text)
         } else {
             DecodeError::Malformed(text)
@@ -158,7 +160,16 @@ impl<T: BorshDeserialize, const MAX: usize> BorshDeserialize for BoundedVec<T, M
 
 /// A UTF-8 string of at most `MAX` bytes.
 #[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 #[serde(transparent)]
 pub struct BoundedString<const MAX: usize>(String);

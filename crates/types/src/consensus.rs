@@ -14,7 +14,9 @@ pub const VOTE_SIGN_DOMAIN: &[u8] = b"basalt/vote/v1\0";
 pub const PROPOSAL_SIGN_DOMAIN: &[u8] = b"basalt/proposal/v1\0";
 
 /// Prevote or precommit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, BorshSerialize, BorshDeserialize,
+)]
 #[borsh(use_discriminant = true)]
 #[repr(u8)]
 pub enum VoteKind {

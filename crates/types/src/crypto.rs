@@ -153,7 +153,11 @@ impl Keypair {
 
     /// Sign `domain ‖ message`.
     pub fn sign(&self, domain: &[u8], message: &[u8]) -> Signature {
-        Signature(self.signing.sign(&signing_bytes(domain, message)).to_bytes())
+        Signature(
+            self.signing
+                .sign(&signing_bytes(domain, message))
+                .to_bytes(),
+        )
     }
 }
 
@@ -199,7 +203,10 @@ pub fn verify_batch(items: &[VerifyItem<'_>]) -> Vec<bool> {
 fn verify_each(items: &[VerifyItem<'_>]) -> Vec<bool> {
     items
         .iter()
-        .map(|item| item.public_key.verify(item.domain, item.message, item.signature))
+        .map(|item| {
+            item.public_key
+                .verify(item.domain, item.message, item.signature)
+        })
         .collect()
 }
 

@@ -7,9 +7,7 @@ use crate::tx::AssetId;
 use borsh::{BorshDeserialize, BorshSerialize};
 
 /// Why a transaction or one of its items failed. Every failure has a variant.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize, thiserror::Error,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, BorshSerialize, BorshDeserialize, thiserror::Error)]
 pub enum TxError {
     /// The transaction names another chain.
     #[error("wrong chain id")]

@@ -99,6 +99,8 @@ pub struct Node {
     pub incarnation: u32,
     /// Test plant: this node's state root is perturbed (a non-deterministic app).
     pub planted_nondeterminism: bool,
+    /// Test plant: a restart forgets the signing state and the write-ahead log.
+    pub planted_amnesia: bool,
     key: Keypair,
     durable: Durable,
     core: Core,
@@ -125,6 +127,7 @@ impl Node {
             up: true,
             incarnation: 0,
             planted_nondeterminism: false,
+            planted_amnesia: false,
             key,
             durable: Durable::default(),
             core: Core::new(shared.consensus, shared.validators.clone(), Some(index)),
@@ -201,6 +204,10 @@ impl Node {
     }
 
     pub fn crash(&mut self) {
+        if self.planted_amnesia {
+            self.durable.signed.clear();
+            self.durable.wal.clear();
+        }
         self.up = false;
         self.incarnation += 1;
     }

@@ -42,6 +42,9 @@ pub struct SimConfig {
     pub consensus: basalt_consensus::Config,
     /// TEST ONLY: validator 0 reports a perturbed state root (a non-deterministic app).
     pub test_planted_nondeterminism: bool,
+    /// TEST ONLY: honest validators forget their signing state and write-ahead log when
+    /// they crash (storage that lies about durability).
+    pub test_planted_amnesia: bool,
 }
 
 impl Default for SimConfig {
@@ -70,6 +73,7 @@ impl Default for SimConfig {
                 test_disable_locking: false,
             },
             test_planted_nondeterminism: false,
+            test_planted_amnesia: false,
         }
     }
 }
@@ -318,6 +322,9 @@ impl World<'_> {
             if let Some(node) = self.nodes.first_mut() {
                 node.planted_nondeterminism = true;
             }
+        }
+        for node in &mut self.nodes {
+            node.planted_amnesia = self.config.test_planted_amnesia;
         }
         self.shared.node_count = self.nodes.len();
         for id in 0..self.nodes.len() {

@@ -83,3 +83,16 @@ fn root_checker_catches_a_non_deterministic_app() {
     let clean = run_seed(&SimConfig::default(), 1);
     assert_eq!(clean.root_mismatches, 0);
 }
+
+#[test]
+fn double_sign_checker_catches_a_validator_that_forgets_what_it_signed() {
+    let mut config = faulty(4, 0);
+    config.test_planted_amnesia = true;
+    let summary = run_seeds(&config, 0, 200);
+    assert!(
+        summary.double_signs > 0,
+        "no double sign found in 200 seeds with amnesia planted"
+    );
+    config.test_planted_amnesia = false;
+    assert_eq!(run_seeds(&config, 0, 200).double_signs, 0);
+}

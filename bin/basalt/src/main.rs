@@ -1,6 +1,10 @@
 //! `basalt`: the Basalt command line.
 
+mod devnet;
+mod init;
+mod node_cmd;
 mod sim;
+mod tx;
 
 use clap::{Parser, Subcommand};
 
@@ -14,20 +18,51 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a genesis and one home directory per validator.
+    Init(init::InitArgs),
+    /// Run one validator.
+    Node(node_cmd::NodeArgs),
+    /// Start a local network of validator processes on loopback.
+    Devnet(devnet::DevnetArgs),
+    /// Sign and send a transaction.
+    #[command(subcommand)]
+    Tx(tx::TxCommand),
+    /// Key management.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Run the deterministic simulator: n validators of the real consensus core and
     /// application over a seeded faulty network, with safety/liveness/root/double-sign
     /// checkers.
     Sim(sim::SimArgs),
-    /// Start a local 4-validator network (arrives with the node).
-    Devnet,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Print a new ed25519 key file.
+    Generate,
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libp2p=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Sim(args) => sim::run(args),
-        Command::Devnet => {
-            anyhow::bail!("`basalt devnet` arrives with the node (issue: Node); try `basalt sim`")
+        Command::Init(args) => {
+            let homes = init::init(&args)?;
+            for home in homes {
+                println!("{}", home.display());
+            }
+            Ok(())
         }
+        Command::Node(args) => node_cmd::run(args),
+        Command::Devnet(args) => devnet::run(args),
+        Command::Tx(command) => tx::run(command),
+        Command::Keys(KeysCommand::Generate) => init::generate_key(),
+        Command::Sim(args) => sim::run(args),
     }
 }

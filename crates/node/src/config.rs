@@ -1,0 +1,385 @@
+//! Node configuration: `config/config.toml` (every field documented in the written file),
+//! with environment overrides `BASALT__SECTION__KEY=value`.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Consensus timing.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsensusConfig {
+    /// Wait for a proposal in round 0, ms.
+    pub timeout_propose_ms: u64,
+    /// Added to the propose timeout per round, ms.
+    pub timeout_propose_delta_ms: u64,
+    /// Wait after 2f+1 mixed prevotes, ms.
+    pub timeout_prevote_ms: u64,
+    /// Added per round, ms.
+    pub timeout_prevote_delta_ms: u64,
+    /// Wait after 2f+1 mixed precommits, ms.
+    pub timeout_precommit_ms: u64,
+    /// Added per round, ms.
+    pub timeout_precommit_delta_ms: u64,
+    /// Wait after a commit before the next height, ms (0 = at once).
+    pub commit_wait_ms: u64,
+    /// Re-send own votes of the current height this often, ms (repairs lost gossip).
+    pub rebroadcast_interval_ms: u64,
+}
+
+impl Default for ConsensusConfig {
+    fn default() -> Self {
+        ConsensusConfig {
+            timeout_propose_ms: 1000,
+            timeout_propose_delta_ms: 500,
+            timeout_prevote_ms: 300,
+            timeout_prevote_delta_ms: 200,
+            timeout_precommit_ms: 300,
+            timeout_precommit_delta_ms: 200,
+            commit_wait_ms: 0,
+            rebroadcast_interval_ms: 2000,
+        }
+    }
+}
+
+/// Peer-to-peer networking.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct P2pSection {
+    /// libp2p listen address.
+    pub listen_addr: String,
+    /// Static peers (multiaddrs ending in /p2p/<peer id>).
+    pub persistent_peers: Vec<String>,
+}
+
+impl Default for P2pSection {
+    fn default() -> Self {
+        P2pSection {
+            listen_addr: "/ip4/127.0.0.1/tcp/26656".into(),
+            persistent_peers: Vec::new(),
+        }
+    }
+}
+
+/// RPC server.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct RpcSection {
+    /// HTTP listen address.
+    pub listen_addr: String,
+    /// Threads of the RPC's own runtime.
+    pub worker_threads: usize,
+    /// Requests served at once; more are shed with 503.
+    pub max_concurrent_requests: usize,
+    /// Largest request body, bytes.
+    pub max_body_bytes: usize,
+    /// Per-request deadline, ms.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for RpcSection {
+    fn default() -> Self {
+        RpcSection {
+            listen_addr: "127.0.0.1:26657".into(),
+            worker_threads: 2,
+            max_concurrent_requests: 256,
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Mempool bounds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct MempoolSection {
+    /// Most pending transactions.
+    pub size: usize,
+    /// Most pending bytes.
+    pub max_bytes: usize,
+    /// Most pending transactions of one sender.
+    pub per_sender_max: usize,
+    /// Most transactions per block the proposer takes.
+    pub block_txs_max: usize,
+    /// Most transaction bytes per block.
+    pub block_bytes_max: usize,
+}
+
+impl Default for MempoolSection {
+    fn default() -> Self {
+        MempoolSection {
+            size: 100_000,
+            max_bytes: 256 * 1024 * 1024,
+            per_sender_max: 4096,
+            block_txs_max: 5_000,
+            block_bytes_max: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// The whole `config.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Human name of the node.
+    pub moniker: String,
+    /// Consensus timing.
+    pub consensus: ConsensusConfig,
+    /// Networking.
+    pub p2p: P2pSection,
+    /// RPC.
+    pub rpc: RpcSection,
+    /// Mempool.
+    pub mempool: MempoolSection,
+}
+
+/// Files of a node home, laid out as CometBFT operators expect.
+#[derive(Debug, Clone)]
+pub struct HomeLayout {
+    /// The home directory.
+    pub home: PathBuf,
+}
+
+impl HomeLayout {
+    /// Layout under `home`.
+    pub fn new(home: &Path) -> HomeLayout {
+        HomeLayout {
+            home: home.to_path_buf(),
+        }
+    }
+    /// `config/config.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.home.join("config/config.toml")
+    }
+    /// `config/genesis.json`.
+    pub fn genesis(&self) -> PathBuf {
+        self.home.join("config/genesis.json")
+    }
+    /// `config/node_key.json` (libp2p identity).
+    pub fn node_key(&self) -> PathBuf {
+        self.home.join("config/node_key.json")
+    }
+    /// `config/priv_validator_key.json` (consensus signing key).
+    pub fn validator_key(&self) -> PathBuf {
+        self.home.join("config/priv_validator_key.json")
+    }
+    /// `data/basalt.redb`.
+    pub fn database(&self) -> PathBuf {
+        self.home.join("data/basalt.redb")
+    }
+}
+
+/// A key file: the ed25519 seed and its public key, hex.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyFile {
+    /// Public key, hex.
+    pub public_key: String,
+    /// Secret seed, hex. Whoever reads this file can sign as this key.
+    pub secret_seed: String,
+}
+
+impl KeyFile {
+    /// A key file for `keypair`.
+    pub fn new(keypair: &basalt_types::Keypair) -> KeyFile {
+        KeyFile {
+            public_key: keypair.public().to_hex(),
+            secret_seed: hex::encode(keypair.seed()),
+        }
+    }
+
+    /// The keypair, checking the public key matches the seed.
+    pub fn keypair(&self) -> anyhow::Result<basalt_types::Keypair> {
+        let mut seed = [0u8; 32];
+        hex::decode_to_slice(&self.secret_seed, &mut seed)
+            .map_err(|e| anyhow::anyhow!("key file: bad secret seed: {e}"))?;
+        let keypair = basalt_types::Keypair::from_seed(seed);
+        anyhow::ensure!(
+            keypair.public().to_hex() == self.public_key,
+            "key file: public key does not match the secret seed"
+        );
+        Ok(keypair)
+    }
+
+    /// Read from `path`.
+    pub fn read(path: &Path) -> anyhow::Result<KeyFile> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+impl NodeConfig {
+    /// Load `path` and apply `BASALT__SECTION__KEY` environment overrides.
+    pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+        let mut value: toml::Table = toml::from_str(&text)?;
+        apply_env_overrides(&mut value, std::env::vars())?;
+        Ok(toml::Value::Table(value).try_into()?)
+    }
+
+    /// The consensus core's configuration.
+    pub fn consensus_core(&self) -> basalt_consensus::Config {
+        let c = &self.consensus;
+        basalt_consensus::Config {
+            timeouts: basalt_consensus::Timeouts {
+                propose_ms: c.timeout_propose_ms,
+                propose_delta_ms: c.timeout_propose_delta_ms,
+                prevote_ms: c.timeout_prevote_ms,
+                prevote_delta_ms: c.timeout_prevote_delta_ms,
+                precommit_ms: c.timeout_precommit_ms,
+                precommit_delta_ms: c.timeout_precommit_delta_ms,
+            },
+            commit_wait_ms: c.commit_wait_ms,
+            test_disable_locking: false,
+        }
+    }
+
+    /// The documented `config.toml` text for this configuration.
+    pub fn to_documented_toml(&self) -> String {
+        let c = &self.consensus;
+        let p = &self.p2p;
+        let r = &self.rpc;
+        let m = &self.mempool;
+        let peers: Vec<String> = p.persistent_peers.iter().map(|s| format!("{s:?}")).collect();
+        format!(
+            r#"# Basalt node configuration. Every field may be overridden from the environment as
+# BASALT__SECTION__KEY=value (top-level fields: BASALT__KEY), e.g. BASALT__RPC__LISTEN_ADDR.
+
+# Human-readable name of this node (logs, status).
+moniker = {moniker:?}
+
+[consensus]
+# Wait for the round's proposal before prevoting nil (round 0), and the growth per round.
+timeout_propose_ms = {tp}
+timeout_propose_delta_ms = {tpd}
+# After 2f+1 prevotes of mixed values, wait this long before precommitting nil.
+timeout_prevote_ms = {tv}
+timeout_prevote_delta_ms = {tvd}
+# After 2f+1 precommits of mixed values, wait this long before the next round.
+timeout_precommit_ms = {tc}
+timeout_precommit_delta_ms = {tcd}
+# Wait after a commit before starting the next height (0 = at once; larger values make
+# fuller blocks and slower empty blocks).
+commit_wait_ms = {cw}
+# Re-send this node's own votes of the current height this often (repairs lost messages).
+rebroadcast_interval_ms = {rb}
+
+[p2p]
+# libp2p listen multiaddr.
+listen_addr = {pl:?}
+# Static peers, each a multiaddr ending in /p2p/<peer id>; re-dialed when disconnected.
+persistent_peers = [{peers}]
+
+[rpc]
+# HTTP listen address of the node API (/v1, /metrics, /openapi.json).
+listen_addr = {rl:?}
+# Threads of the RPC's own runtime (kept apart from consensus).
+worker_threads = {rw}
+# Requests served at once; beyond this requests are shed with 503 "overloaded".
+max_concurrent_requests = {rc}
+# Largest accepted request body, bytes (413 beyond).
+max_body_bytes = {rbb}
+# Deadline of one request, ms (503 "timeout" beyond).
+request_timeout_ms = {rt}
+
+[mempool]
+# Most pending transactions, and most pending bytes; beyond either, submissions get
+# "mempool_full".
+size = {ms}
+max_bytes = {mb}
+# Most pending transactions of one sender.
+per_sender_max = {mp}
+# Most transactions, and transaction bytes, a proposer puts into one block.
+block_txs_max = {mbt}
+block_bytes_max = {mbb}
+"#,
+            moniker = self.moniker,
+            tp = c.timeout_propose_ms,
+            tpd = c.timeout_propose_delta_ms,
+            tv = c.timeout_prevote_ms,
+            tvd = c.timeout_prevote_delta_ms,
+            tc = c.timeout_precommit_ms,
+            tcd = c.timeout_precommit_delta_ms,
+            cw = c.commit_wait_ms,
+            rb = c.rebroadcast_interval_ms,
+            pl = p.listen_addr,
+            peers = peers.join(", "),
+            rl = r.listen_addr,
+            rw = r.worker_threads,
+            rc = r.max_concurrent_requests,
+            rbb = r.max_body_bytes,
+            rt = r.request_timeout_ms,
+            ms = m.size,
+            mb = m.max_bytes,
+            mp = m.per_sender_max,
+            mbt = m.block_txs_max,
+            mbb = m.block_bytes_max,
+        )
+    }
+}
+
+/// Apply `BASALT__SECTION__KEY=value` (or `BASALT__KEY=value`) overrides. Values parse as
+/// TOML (numbers, booleans, arrays) and fall back to strings.
+pub fn apply_env_overrides(
+    table: &mut toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> anyhow::Result<()> {
+    for (name, raw) in vars {
+        let Some(path) = name.strip_prefix("BASALT__") else {
+            continue;
+        };
+        let parts: Vec<String> = path.split("__").map(|p| p.to_lowercase()).collect();
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(raw));
+        match parts.as_slice() {
+            [key] => {
+                table.insert(key.clone(), value);
+            }
+            [section, key] => {
+                let entry = table
+                    .entry(section.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let toml::Value::Table(section_table) = entry else {
+                    anyhow::bail!("{name}: [{section}] is not a section");
+                };
+                section_table.insert(key.clone(), value);
+            }
+            _ => anyhow::bail!("{name}: expected BASALT__SECTION__KEY"),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_toml_round_trips_and_env_overrides_apply() {
+        let config = NodeConfig {
+            moniker: "n0".into(),
+            ..NodeConfig::default()
+        };
+        let text = config.to_documented_toml();
+        let mut table: toml::Table = toml::from_str(&text).unwrap();
+        let parsed: NodeConfig = toml::Value::Table(table.clone()).try_into().unwrap();
+        assert_eq!(parsed, config);
+        apply_env_overrides(
+            &mut table,
+            vec![
+                ("BASALT__CONSENSUS__COMMIT_WAIT_MS".into(), "25".into()),
+                ("BASALT__RPC__LISTEN_ADDR".into(), "0.0.0.0:1".into()),
+                ("BASALT__MONIKER".into(), "x".into()),
+                ("OTHER".into(), "1".into()),
+            ]
+            .into_iter(),
+        )
+        .unwrap();
+        let overridden: NodeConfig = toml::Value::Table(table).try_into().unwrap();
+        assert_eq!(overridden.consensus.commit_wait_ms, 25);
+        assert_eq!(overridden.rpc.listen_addr, "0.0.0.0:1");
+        assert_eq!(overridden.moniker, "x");
+    }
+}

@@ -1,0 +1,794 @@
+//! The consensus driver: owns the consensus core and runs it on a dedicated thread.
+//!
+//! Each turn fires due timers first, then takes the chain worker's import notices, then at
+//! most [`DRIVER_INPUTS_PER_TURN`] network inputs, so no flood can delay a timeout or a
+//! commit (seed 001). Every consensus input is appended to the write-ahead log before its
+//! effects leave the process, and the signing state is fsynced before a signature does, so
+//! a restart rebuilds the same locks and never signs a conflicting message.
+
+use crate::chain::{Commit, Executed};
+use crate::config::NodeConfig;
+use crate::messages::ConsensusMessage;
+use crate::metrics::Metrics;
+use crate::state::{Shared, SyncState};
+use basalt_consensus::{Core, DropReason, Input, Output, Step, Timeout, TimeoutKind};
+use basalt_p2p::{NetworkCommand, PeerId, SyncRequest, Topic};
+use basalt_storage::SigningState;
+use basalt_types::block::txs_root;
+use basalt_types::codec::{decode, encode};
+use basalt_types::limits::BLOCK_BYTES_MAX;
+use basalt_types::{
+    Block, BlockHeader, BoundedVec, CommitCertificate, Hash, Height, Proposal, Round,
+    SignedProposal, SignedVote, Vote, VoteKind,
+};
+use borsh::{BorshDeserialize, BorshSerialize};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+
+/// Network inputs handled per driver turn before timers and imports are looked at again.
+pub const DRIVER_INPUTS_PER_TURN: usize = 64;
+/// Capacity of the driver's input queue (verified consensus messages and sync results).
+pub const DRIVER_QUEUE_MAX: usize = 4096;
+/// Blocks requested per sync request.
+pub const SYNC_BLOCKS_PER_REQUEST: u32 = 32;
+/// A sync request without answer after this long is given up.
+pub const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How far ahead of our clock a block's time may be.
+pub const BLOCK_TIME_DRIFT_MAX_MS: u64 = 5_000;
+
+/// What the driver receives from the network side.
+#[derive(Debug)]
+pub enum DriverInput {
+    /// A consensus message whose signatures the verification pool checked.
+    Consensus(ConsensusMessage),
+    /// A peer sent a message for a height well above ours: we are behind.
+    PeerAhead {
+        /// Who.
+        peer: PeerId,
+        /// The height it talked about.
+        height: Height,
+    },
+    /// Blocks returned by a sync request.
+    SyncBlocks(Vec<(Block, CommitCertificate)>),
+    /// A sync request failed.
+    SyncFailed,
+}
+
+/// A consensus input as logged in the write-ahead log.
+#[derive(Debug, Clone, BorshSerialize, BorshDeserialize)]
+enum WalEntry {
+    Block(Block),
+    Proposal(SignedProposal),
+    Vote(SignedVote),
+    Validity {
+        height: Height,
+        block_id: Hash,
+        valid: bool,
+    },
+    ProposeValue {
+        height: Height,
+        round: Round,
+        block_id: Hash,
+    },
+    Timeout {
+        kind: u8,
+        height: Height,
+        round: Round,
+    },
+}
+
+fn timeout_kind_code(kind: TimeoutKind) -> u8 {
+    match kind {
+        TimeoutKind::Propose => 0,
+        TimeoutKind::Prevote => 1,
+        TimeoutKind::Precommit => 2,
+        TimeoutKind::Commit => 3,
+    }
+}
+
+fn timeout_kind_of(code: u8) -> Option<TimeoutKind> {
+    match code {
+        0 => Some(TimeoutKind::Propose),
+        1 => Some(TimeoutKind::Prevote),
+        2 => Some(TimeoutKind::Precommit),
+        3 => Some(TimeoutKind::Commit),
+        _ => None,
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Channels the driver talks through.
+pub struct DriverChannels {
+    /// Verified consensus messages and sync results.
+    pub inputs: mpsc::Receiver<DriverInput>,
+    /// Import notices from the chain worker.
+    pub executed: mpsc::UnboundedReceiver<Executed>,
+    /// Decided blocks to the chain worker.
+    pub chain: crossbeam_channel::Sender<Commit>,
+    /// Commands to the network.
+    pub network: mpsc::Sender<NetworkCommand>,
+}
+
+struct SyncTracker {
+    best_peer: Option<(PeerId, Height)>,
+    in_flight_since: Option<Instant>,
+}
+
+/// The driver.
+pub struct Driver {
+    shared: Arc<Shared>,
+    core: Core,
+    rebroadcast_interval: Duration,
+    timers: BinaryHeap<Reverse<(Instant, u64, Timeout)>>,
+    timer_sequence: u64,
+    blocks: HashMap<Hash, Arc<Block>>,
+    executed: Executed,
+    pending_get_value: Option<(Height, Round)>,
+    pending_validation: Vec<(Height, Hash)>,
+    wal: Vec<(Height, Vec<u8>)>,
+    signing: Option<SigningState>,
+    own_messages: Vec<Vec<u8>>,
+    replaying: bool,
+    channels: DriverChannels,
+    step_started: Instant,
+    step: Step,
+    prevote_entered: Option<Instant>,
+    last_commit_at: Option<Instant>,
+    sync: SyncTracker,
+}
+
+impl Driver {
+    /// A driver for the height after `executed`.
+    pub fn new(
+        shared: Arc<Shared>,
+        config: &NodeConfig,
+        executed: Executed,
+        channels: DriverChannels,
+    ) -> anyhow::Result<Driver> {
+        let core = Core::new(
+            config.consensus_core(),
+            shared.validators.clone(),
+            shared.validator_index,
+        );
+        let signing = shared.store.signing_state()?;
+        Ok(Driver {
+            core,
+            rebroadcast_interval: Duration::from_millis(
+                config.consensus.rebroadcast_interval_ms.max(100),
+            ),
+            timers: BinaryHeap::new(),
+            timer_sequence: 0,
+            blocks: HashMap::new(),
+            executed,
+            pending_get_value: None,
+            pending_validation: Vec::new(),
+            wal: Vec::new(),
+            signing,
+            own_messages: Vec::new(),
+            replaying: false,
+            channels,
+            step_started: Instant::now(),
+            step: Step::Propose,
+            prevote_entered: None,
+            last_commit_at: None,
+            sync: SyncTracker {
+                best_peer: None,
+                in_flight_since: None,
+            },
+            shared,
+        })
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Start at the height after the executed one, replaying the WAL of that height.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        let height = self.executed.height + 1;
+        self.process(Input::StartHeight(height))?;
+        let entries = self.shared.store.wal(height)?;
+        self.replaying = true;
+        for bytes in entries {
+            let entry: WalEntry = decode(&bytes, BLOCK_BYTES_MAX * 2)
+                .map_err(|e| anyhow::anyhow!("corrupt WAL entry: {e}"))?;
+            let input = match entry {
+                WalEntry::Block(block) => {
+                    self.blocks.insert(block.id(), Arc::new(block));
+                    continue;
+                }
+                WalEntry::Proposal(p) => Input::Proposal(p),
+                WalEntry::Vote(v) => Input::Vote(v),
+                WalEntry::Validity {
+                    height,
+                    block_id,
+                    valid,
+                } => Input::BlockValidity {
+                    height,
+                    block_id,
+                    valid,
+                },
+                WalEntry::ProposeValue {
+                    height,
+                    round,
+                    block_id,
+                } => {
+                    self.pending_get_value = None;
+                    Input::ProposeValue {
+                        height,
+                        round,
+                        block_id,
+                    }
+                }
+                WalEntry::Timeout {
+                    kind,
+                    height,
+                    round,
+                } => match timeout_kind_of(kind) {
+                    Some(kind) => Input::Timeout(Timeout {
+                        kind,
+                        height,
+                        round,
+                    }),
+                    None => continue,
+                },
+            };
+            self.process(input)?;
+        }
+        self.replaying = false;
+        self.wal.clear(); // Replayed entries are already in the log.
+        self.try_get_value()?;
+        self.try_validate()?;
+        Ok(())
+    }
+
+    /// Run until the channels close.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        let mut rebroadcast_at = Instant::now() + self.rebroadcast_interval;
+        loop {
+            // 1. Timers first.
+            let now = Instant::now();
+            while let Some(Reverse((deadline, _, timeout))) = self.timers.peek().copied() {
+                if deadline > now {
+                    break;
+                }
+                self.timers.pop();
+                self.metrics()
+                    .timer_lag
+                    .observe(now.saturating_duration_since(deadline).as_secs_f64());
+                self.log(&WalEntry::Timeout {
+                    kind: timeout_kind_code(timeout.kind),
+                    height: timeout.height,
+                    round: timeout.round,
+                });
+                self.process(Input::Timeout(timeout))?;
+            }
+            // 2. Imports.
+            while let Ok(executed) = self.channels.executed.try_recv() {
+                self.on_executed(executed)?;
+            }
+            // 3. A bounded number of network inputs.
+            for _ in 0..DRIVER_INPUTS_PER_TURN {
+                match self.channels.inputs.try_recv() {
+                    Ok(input) => self.on_input(input)?,
+                    Err(_) => break,
+                }
+            }
+            self.metrics()
+                .depth("driver", self.channels.inputs.len());
+            if Instant::now() >= rebroadcast_at {
+                self.rebroadcast();
+                rebroadcast_at = Instant::now() + self.rebroadcast_interval;
+            }
+            self.flush_wal()?;
+            self.update_sync_state();
+            // 4. Wait for the next thing to do.
+            let next_timer = self
+                .timers
+                .peek()
+                .map(|Reverse((deadline, _, _))| *deadline)
+                .unwrap_or(rebroadcast_at)
+                .min(rebroadcast_at);
+            if !self.channels.inputs.is_empty() {
+                continue;
+            }
+            tokio::select! {
+                biased;
+                _ = tokio::time::sleep_until(next_timer.into()) => {}
+                executed = self.channels.executed.recv() => match executed {
+                    Some(executed) => self.on_executed(executed)?,
+                    None => return Ok(()),
+                },
+                input = self.channels.inputs.recv() => match input {
+                    Some(input) => self.on_input(input)?,
+                    None => return Ok(()),
+                },
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: DriverInput) -> anyhow::Result<()> {
+        match input {
+            DriverInput::Consensus(ConsensusMessage::Vote(vote)) => {
+                self.log(&WalEntry::Vote(vote));
+                self.process(Input::Vote(vote))
+            }
+            DriverInput::Consensus(ConsensusMessage::Proposal { proposal, block }) => {
+                let block_id = block.id();
+                if block_id != proposal.proposal.block_id {
+                    return Ok(());
+                }
+                if !self.blocks.contains_key(&block_id) {
+                    self.log(&WalEntry::Block((*block).clone()));
+                    self.blocks.insert(block_id, Arc::from(block));
+                }
+                self.log(&WalEntry::Proposal(proposal));
+                self.process(Input::Proposal(proposal))
+            }
+            DriverInput::PeerAhead { peer, height } => {
+                self.on_peer_ahead(peer, height);
+                Ok(())
+            }
+            DriverInput::SyncBlocks(blocks) => self.on_sync_blocks(blocks),
+            DriverInput::SyncFailed => {
+                self.sync.in_flight_since = None;
+                Ok(())
+            }
+        }
+    }
+
+    fn log(&mut self, entry: &WalEntry) {
+        if !self.replaying {
+            self.wal.push((self.core.height(), encode(entry)));
+        }
+    }
+
+    fn flush_wal(&mut self) -> anyhow::Result<()> {
+        let entries = std::mem::take(&mut self.wal);
+        for run in entries.chunk_by(|a, b| a.0 == b.0) {
+            let height = run.first().map_or(0, |(h, _)| *h);
+            let bytes: Vec<Vec<u8>> = run.iter().map(|(_, b)| b.clone()).collect();
+            self.shared.store.wal_append(height, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Feed one input to the core and carry out everything that follows.
+    fn process(&mut self, input: Input) -> anyhow::Result<()> {
+        let mut queue = VecDeque::from([input]);
+        while let Some(input) = queue.pop_front() {
+            for output in self.core.step(input) {
+                self.on_output(output, &mut queue)?;
+            }
+        }
+        self.shared
+            .consensus_height
+            .store(self.core.height(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn on_output(&mut self, output: Output, queue: &mut VecDeque<Input>) -> anyhow::Result<()> {
+        match output {
+            Output::Vote(vote) => {
+                if let Some(signed) = self.sign_vote(vote)? {
+                    self.publish(ConsensusMessage::Vote(signed));
+                    queue.push_back(Input::Vote(signed));
+                }
+            }
+            Output::Propose(proposal) => {
+                let Some(block) = self.blocks.get(&proposal.block_id).cloned() else {
+                    return Ok(());
+                };
+                if let Some(signed) = self.sign_proposal(proposal)? {
+                    self.publish(ConsensusMessage::Proposal {
+                        proposal: signed,
+                        block: Box::new((*block).clone()),
+                    });
+                    queue.push_back(Input::Proposal(signed));
+                }
+            }
+            Output::GetValue { height, round } => {
+                self.pending_get_value = Some((height, round));
+                if !self.replaying {
+                    if let Some(input) = self.build_value()? {
+                        queue.push_back(input);
+                    }
+                }
+            }
+            Output::ValidateBlock {
+                height, block_id, ..
+            } => {
+                self.pending_validation.push((height, block_id));
+                if !self.replaying {
+                    queue.extend(self.validations());
+                }
+            }
+            Output::ScheduleTimeout {
+                timeout,
+                duration_ms,
+            } => {
+                self.timer_sequence += 1;
+                let deadline = Instant::now() + Duration::from_millis(duration_ms);
+                self.timers
+                    .push(Reverse((deadline, self.timer_sequence, timeout)));
+            }
+            Output::Decide(certificate) => self.on_decide(certificate),
+            Output::Evidence(evidence) => {
+                self.metrics().evidence.inc();
+                tracing::warn!(offender = evidence.offender(), "equivocation evidence");
+            }
+            Output::NewRound { round, .. } => {
+                self.shared.consensus_round.store(round, Ordering::Relaxed);
+                self.metrics().round.set(i64::from(round));
+                self.own_messages.clear();
+            }
+            Output::StepChanged { step, .. } => {
+                let now = Instant::now();
+                self.metrics()
+                    .step_duration
+                    .get_or_create(&Metrics::label("step", self.step.name()))
+                    .observe(now.duration_since(self.step_started).as_secs_f64());
+                self.step = step;
+                self.step_started = now;
+                if step == Step::Prevote {
+                    self.prevote_entered = Some(now);
+                }
+            }
+            Output::PrecommitQuorum { .. } => {
+                if let Some(entered) = self.prevote_entered.take() {
+                    self.metrics()
+                        .precommit_latency
+                        .observe(entered.elapsed().as_secs_f64());
+                }
+            }
+            Output::Dropped(reason) => {
+                if reason != DropReason::Duplicate {
+                    self.metrics()
+                        .consensus_dropped
+                        .get_or_create(&Metrics::label("reason", &format!("{reason:?}")))
+                        .inc();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ----- signing with the double-sign guard ---------------------------------------
+
+    /// Allow signing (height, round, step, value) only if it is after everything signed
+    /// before, or exactly the same message again. The new state is fsynced (with the WAL
+    /// before it) before this returns true.
+    fn guard(&mut self, next: SigningState) -> anyhow::Result<bool> {
+        match crate::signer::decide(self.signing, next) {
+            crate::signer::Decision::Sign => {
+                self.flush_wal()?;
+                self.shared.store.record_signing(&next)?;
+                self.signing = Some(next);
+                Ok(true)
+            }
+            crate::signer::Decision::SameAgain => Ok(true),
+            crate::signer::Decision::Refuse => {
+                self.metrics().sign_refusals.inc();
+                tracing::warn!(?next, last = ?self.signing, "refused to sign");
+                Ok(false)
+            }
+        }
+    }
+
+    fn sign_vote(&mut self, vote: Vote) -> anyhow::Result<Option<SignedVote>> {
+        let step = match vote.kind {
+            VoteKind::Prevote => 1,
+            VoteKind::Precommit => 2,
+        };
+        let state = SigningState {
+            height: vote.height,
+            round: vote.round,
+            step,
+            value: vote.block_id.unwrap_or(Hash::ZERO),
+        };
+        if !self.guard(state)? {
+            return Ok(None);
+        }
+        Ok(Some(vote.sign(&self.shared.keypair)))
+    }
+
+    fn sign_proposal(&mut self, proposal: Proposal) -> anyhow::Result<Option<SignedProposal>> {
+        let state = SigningState {
+            height: proposal.height,
+            round: proposal.round,
+            step: 0,
+            value: proposal.block_id,
+        };
+        if !self.guard(state)? {
+            return Ok(None);
+        }
+        Ok(Some(proposal.sign(&self.shared.keypair)))
+    }
+
+    fn publish(&mut self, message: ConsensusMessage) {
+        let data = message.to_bytes();
+        self.own_messages.push(data.clone());
+        if self
+            .channels
+            .network
+            .try_send(NetworkCommand::Publish {
+                topic: Topic::Consensus,
+                data,
+            })
+            .is_err()
+        {
+            self.metrics().dropped("network_commands");
+        }
+    }
+
+    fn rebroadcast(&mut self) {
+        for data in self.own_messages.clone() {
+            if self
+                .channels
+                .network
+                .try_send(NetworkCommand::Publish {
+                    topic: Topic::Consensus,
+                    data,
+                })
+                .is_err()
+            {
+                self.metrics().dropped("network_commands");
+            }
+        }
+    }
+
+    // ----- building and validating blocks ------------------------------------------
+
+    /// Answer a pending GetValue once the parent is executed.
+    fn try_get_value(&mut self) -> anyhow::Result<()> {
+        if let Some(input) = self.build_value()? {
+            self.process(input)?;
+        }
+        Ok(())
+    }
+
+    fn build_value(&mut self) -> anyhow::Result<Option<Input>> {
+        let Some((height, round)) = self.pending_get_value else {
+            return Ok(None);
+        };
+        if height != self.core.height() || round != self.core.round() {
+            self.pending_get_value = None;
+            return Ok(None);
+        }
+        if self.executed.height + 1 != height {
+            return Ok(None); // The parent is still being executed.
+        }
+        self.pending_get_value = None;
+        let app = self.shared.app.load();
+        let txs = self
+            .shared
+            .mempool()
+            .reap(|sender| app.account(sender).nonce);
+        let last_commit = self.executed.certificate.clone();
+        let header = BlockHeader {
+            height,
+            round,
+            proposer: self.shared.validator_index.unwrap_or_default(),
+            parent_hash: self.executed.block_id,
+            state_root: self.executed.state_root,
+            txs_root: txs_root(&txs),
+            time_ms: now_ms().max(self.executed.time_ms + 1),
+            last_commit_hash: last_commit
+                .as_ref()
+                .map_or(Hash::ZERO, CommitCertificate::hash),
+        };
+        let block = Block {
+            header,
+            txs: BoundedVec::new(txs).unwrap_or_default(),
+            last_commit,
+        };
+        let block_id = block.id();
+        self.log(&WalEntry::Block(block.clone()));
+        self.blocks.insert(block_id, Arc::new(block));
+        self.log(&WalEntry::ProposeValue {
+            height,
+            round,
+            block_id,
+        });
+        Ok(Some(Input::ProposeValue {
+            height,
+            round,
+            block_id,
+        }))
+    }
+
+    fn try_validate(&mut self) -> anyhow::Result<()> {
+        for input in self.validations() {
+            self.process(input)?;
+        }
+        Ok(())
+    }
+
+    /// Verdicts for pending validations whose parent is executed.
+    fn validations(&mut self) -> Vec<Input> {
+        let height = self.core.height();
+        let ready = self.executed.height + 1 == height;
+        let mut inputs = Vec::new();
+        let pending = std::mem::take(&mut self.pending_validation);
+        for (block_height, block_id) in pending {
+            if block_height != height {
+                continue;
+            }
+            if !ready {
+                self.pending_validation.push((block_height, block_id));
+                continue;
+            }
+            let valid = self
+                .blocks
+                .get(&block_id)
+                .is_some_and(|block| self.is_valid(block));
+            self.log(&WalEntry::Validity {
+                height,
+                block_id,
+                valid,
+            });
+            inputs.push(Input::BlockValidity {
+                height,
+                block_id,
+                valid,
+            });
+        }
+        inputs
+    }
+
+    /// Block validity: parent, proposer, time, state root, body, last commit, and every
+    /// transaction's chain id. Signatures were checked by the verification pool; nonces
+    /// and balances are the application's (a failing transaction gets a failing receipt).
+    fn is_valid(&self, block: &Block) -> bool {
+        let header = &block.header;
+        let parent = &self.executed;
+        let commit_ok = match (&block.last_commit, &parent.certificate) {
+            (None, None) => parent.height == 0,
+            (Some(commit), Some(_)) => {
+                commit.height == parent.height
+                    && commit.block_id == parent.block_id
+                    && commit
+                        .verify(self.shared.validators.validators(), false)
+                        .is_ok()
+            }
+            _ => false,
+        };
+        let chain_id = self.shared.chain_id.as_str();
+        header.height == parent.height + 1
+            && header.parent_hash == parent.block_id
+            && header.state_root == parent.state_root
+            && header.time_ms > parent.time_ms
+            && header.time_ms <= now_ms() + BLOCK_TIME_DRIFT_MAX_MS
+            && header.proposer == self.shared.validators.proposer(header.height, header.round)
+            && block.body_matches_header()
+            && commit_ok
+            && block.txs.iter().all(|tx| tx.body.chain_id.as_str() == chain_id)
+    }
+
+    // ----- commits, imports, sync ----------------------------------------------------
+
+    fn on_decide(&mut self, certificate: CommitCertificate) {
+        let Some(block) = self.blocks.get(&certificate.block_id).cloned() else {
+            tracing::error!(height = certificate.height, "decided a block this node does not hold");
+            return;
+        };
+        let now = Instant::now();
+        if let Some(last) = self.last_commit_at.replace(now) {
+            self.metrics()
+                .block_interval
+                .observe(now.duration_since(last).as_secs_f64());
+        }
+        if certificate.round > 0 {
+            self.metrics().round_escalations.inc();
+        }
+        let height = certificate.height;
+        self.blocks.retain(|_, b| b.header.height > height);
+        self.own_messages.clear();
+        if self
+            .channels
+            .chain
+            .send(Commit {
+                block,
+                certificate,
+            })
+            .is_err()
+        {
+            tracing::error!("chain worker gone");
+        }
+    }
+
+    fn on_executed(&mut self, executed: Executed) -> anyhow::Result<()> {
+        if executed.height <= self.executed.height {
+            return Ok(());
+        }
+        self.executed = executed;
+        self.try_get_value()?;
+        self.try_validate()
+    }
+
+    fn on_peer_ahead(&mut self, peer: PeerId, height: Height) {
+        if self.sync.best_peer.is_none_or(|(_, best)| height > best) {
+            self.sync.best_peer = Some((peer, height));
+        }
+        self.request_blocks();
+    }
+
+    fn request_blocks(&mut self) {
+        let Some((peer, best)) = self.sync.best_peer else {
+            return;
+        };
+        if best <= self.core.height() + 1 {
+            return;
+        }
+        if self
+            .sync
+            .in_flight_since
+            .is_some_and(|since| since.elapsed() < SYNC_REQUEST_TIMEOUT)
+        {
+            return;
+        }
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let request = NetworkCommand::Request {
+            peer,
+            request: SyncRequest::BlocksByRange {
+                from_height: self.core.height(),
+                count: SYNC_BLOCKS_PER_REQUEST,
+            },
+            reply,
+        };
+        if self.channels.network.try_send(request).is_ok() {
+            self.sync.in_flight_since = Some(Instant::now());
+        }
+    }
+
+    fn on_sync_blocks(&mut self, blocks: Vec<(Block, CommitCertificate)>) -> anyhow::Result<()> {
+        self.sync.in_flight_since = None;
+        for (block, certificate) in blocks {
+            let height = block.header.height;
+            if height != self.core.height() {
+                continue;
+            }
+            let genuine = certificate.height == height
+                && certificate.block_id == block.id()
+                && block.body_matches_header()
+                && certificate
+                    .verify(self.shared.validators.validators(), true)
+                    .is_ok();
+            if !genuine {
+                tracing::warn!(height, "sync returned a block without a valid certificate");
+                break;
+            }
+            self.blocks.insert(block.id(), Arc::new(block));
+            self.metrics().synced_blocks.inc();
+            self.process(Input::SyncedCommit(certificate))?;
+        }
+        self.request_blocks();
+        Ok(())
+    }
+
+    fn update_sync_state(&mut self) {
+        let state = if self.shared.peers.load(Ordering::Relaxed) == 0 {
+            SyncState::Idle
+        } else if self
+            .sync
+            .best_peer
+            .is_some_and(|(_, best)| best > self.core.height() + 1)
+        {
+            SyncState::Syncing
+        } else {
+            SyncState::Synced
+        };
+        if state != self.shared.sync_state() {
+            self.shared.set_sync_state(state);
+        }
+    }
+}

@@ -1,0 +1,300 @@
+//! The mempool: verified transactions waiting for a block.
+//!
+//! Bounded by count, bytes and per-sender count; keeps per-sender nonce order; remembers
+//! recently seen hashes so a duplicate is refused cheaply; every refusal is typed. The
+//! proposer reaps in arrival order, taking a sender's transactions only in consecutive
+//! nonce order from the sender's committed nonce.
+
+use crate::config::MempoolSection;
+use basalt_types::{Hash, PublicKey, SignedTx};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+/// How many recent transaction hashes are remembered for duplicate detection (about ten
+/// seconds of 15k tx/s).
+pub const RECENT_HASHES_MAX: usize = 200_000;
+
+/// Why the mempool refused a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MempoolRejection {
+    /// Already pending or recently seen.
+    Duplicate,
+    /// The nonce is below the sender's committed nonce.
+    StaleNonce,
+    /// The pool is at its count or byte bound.
+    Full,
+    /// The sender has too many pending transactions.
+    SenderFull,
+}
+
+impl MempoolRejection {
+    /// Stable code for APIs and metric labels.
+    pub fn code(self) -> &'static str {
+        match self {
+            MempoolRejection::Duplicate => "duplicate",
+            MempoolRejection::StaleNonce => "stale_nonce",
+            MempoolRejection::Full => "mempool_full",
+            MempoolRejection::SenderFull => "sender_full",
+        }
+    }
+}
+
+struct Entry {
+    tx: SignedTx,
+    bytes: usize,
+    sequence: u64,
+}
+
+/// The pool.
+pub struct Mempool {
+    limits: MempoolSection,
+    entries: HashMap<Hash, Entry>,
+    by_sender: HashMap<PublicKey, BTreeMap<u64, Hash>>,
+    arrival: BTreeMap<u64, Hash>,
+    next_sequence: u64,
+    bytes: usize,
+    recent: HashSet<Hash>,
+    recent_order: VecDeque<Hash>,
+}
+
+impl Mempool {
+    /// An empty pool with these bounds.
+    pub fn new(limits: MempoolSection) -> Mempool {
+        Mempool {
+            limits,
+            entries: HashMap::new(),
+            by_sender: HashMap::new(),
+            arrival: BTreeMap::new(),
+            next_sequence: 0,
+            bytes: 0,
+            recent: HashSet::new(),
+            recent_order: VecDeque::new(),
+        }
+    }
+
+    /// Pending transactions.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+    /// True when nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+    /// Pending bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+    /// True when `hash` is pending (its signature was verified on admission).
+    pub fn contains(&self, hash: &Hash) -> bool {
+        self.entries.contains_key(hash)
+    }
+
+    /// Admit a transaction whose signature, chain id and size were checked.
+    /// `committed_nonce` is the sender's next nonce in the latest committed state.
+    pub fn insert(
+        &mut self,
+        tx: SignedTx,
+        hash: Hash,
+        bytes: usize,
+        committed_nonce: u64,
+    ) -> Result<(), MempoolRejection> {
+        if self.entries.contains_key(&hash) || self.recent.contains(&hash) {
+            return Err(MempoolRejection::Duplicate);
+        }
+        if tx.body.nonce < committed_nonce {
+            return Err(MempoolRejection::StaleNonce);
+        }
+        if self.entries.len() >= self.limits.size
+            || self.bytes.saturating_add(bytes) > self.limits.max_bytes
+        {
+            return Err(MempoolRejection::Full);
+        }
+        let sender = self.by_sender.entry(tx.body.sender).or_default();
+        if sender.len() >= self.limits.per_sender_max {
+            return Err(MempoolRejection::SenderFull);
+        }
+        if sender.contains_key(&tx.body.nonce) {
+            // Another transaction with this nonce is pending: first come, first served.
+            return Err(MempoolRejection::Duplicate);
+        }
+        sender.insert(tx.body.nonce, hash);
+        let sequence = self.next_sequence;
+        self.next_sequence += 1;
+        self.arrival.insert(sequence, hash);
+        self.bytes += bytes;
+        self.entries.insert(
+            hash,
+            Entry {
+                tx,
+                bytes,
+                sequence,
+            },
+        );
+        self.remember(hash);
+        Ok(())
+    }
+
+    fn remember(&mut self, hash: Hash) {
+        if self.recent.insert(hash) {
+            self.recent_order.push_back(hash);
+            while self.recent_order.len() > RECENT_HASHES_MAX {
+                if let Some(old) = self.recent_order.pop_front() {
+                    self.recent.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Transactions for a block: arrival order, consecutive nonces per sender starting at
+    /// `nonce_of(sender)`, at most the block bounds.
+    pub fn reap(&self, nonce_of: impl Fn(&PublicKey) -> u64) -> Vec<SignedTx> {
+        let mut next_nonce: HashMap<PublicKey, u64> = HashMap::new();
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut skipped = true;
+        // A later-arriving lower nonce can unblock an earlier higher one: sweep again
+        // while the previous sweep took something and skipped something.
+        let mut taken: HashSet<Hash> = HashSet::new();
+        while skipped {
+            skipped = false;
+            let mut progressed = false;
+            for hash in self.arrival.values() {
+                if taken.contains(hash) {
+                    continue;
+                }
+                let Some(entry) = self.entries.get(hash) else {
+                    continue;
+                };
+                if out.len() >= self.limits.block_txs_max
+                    || bytes + entry.bytes > self.limits.block_bytes_max
+                {
+                    return out;
+                }
+                let sender = entry.tx.body.sender;
+                let expected = next_nonce
+                    .entry(sender)
+                    .or_insert_with(|| nonce_of(&sender));
+                if entry.tx.body.nonce == *expected {
+                    *expected += 1;
+                    bytes += entry.bytes;
+                    taken.insert(*hash);
+                    out.push(entry.tx.clone());
+                    progressed = true;
+                } else if entry.tx.body.nonce > *expected {
+                    skipped = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Remove committed transactions, and every pending transaction whose nonce is now
+    /// below its sender's committed nonce.
+    pub fn remove_committed(&mut self, committed: &[Hash], nonce_of: impl Fn(&PublicKey) -> u64) {
+        let mut senders = HashSet::new();
+        for hash in committed {
+            if let Some(entry) = self.entries.get(hash) {
+                senders.insert(entry.tx.body.sender);
+            }
+            self.remove(hash);
+            self.remember(*hash);
+        }
+        for sender in senders {
+            let next = nonce_of(&sender);
+            let stale: Vec<Hash> = self
+                .by_sender
+                .get(&sender)
+                .map(|nonces| nonces.range(..next).map(|(_, h)| *h).collect())
+                .unwrap_or_default();
+            for hash in stale {
+                self.remove(&hash);
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: &Hash) {
+        let Some(entry) = self.entries.remove(hash) else {
+            return;
+        };
+        self.bytes -= entry.bytes;
+        self.arrival.remove(&entry.sequence);
+        if let Some(nonces) = self.by_sender.get_mut(&entry.tx.body.sender) {
+            nonces.remove(&entry.tx.body.nonce);
+            if nonces.is_empty() {
+                self.by_sender.remove(&entry.tx.body.sender);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basalt_types::{BatchItem, Keypair, Payload};
+
+    fn tx(key: &Keypair, nonce: u64) -> (SignedTx, Hash, usize) {
+        let tx = SignedTx::sign(
+            key,
+            "c",
+            nonce,
+            Payload::Single(BatchItem::CancelOrder {
+                market: 0,
+                order_id: nonce,
+            }),
+        );
+        let hash = tx.hash();
+        let bytes = tx.to_bytes().len();
+        (tx, hash, bytes)
+    }
+
+    fn pool(size: usize) -> Mempool {
+        Mempool::new(MempoolSection {
+            size,
+            per_sender_max: 3,
+            block_txs_max: 10,
+            ..MempoolSection::default()
+        })
+    }
+
+    #[test]
+    fn rejections_are_typed() {
+        let mut pool = pool(4);
+        let a = Keypair::from_label("a");
+        let (t0, h0, b0) = tx(&a, 5);
+        assert_eq!(pool.insert(t0.clone(), h0, b0, 5), Ok(()));
+        assert_eq!(pool.insert(t0, h0, b0, 5), Err(MempoolRejection::Duplicate));
+        let (t1, h1, b1) = tx(&a, 4);
+        assert_eq!(pool.insert(t1, h1, b1, 5), Err(MempoolRejection::StaleNonce));
+        for n in 6..8 {
+            let (t, h, b) = tx(&a, n);
+            pool.insert(t, h, b, 5).unwrap();
+        }
+        let (t, h, b) = tx(&a, 8);
+        assert_eq!(pool.insert(t, h, b, 5), Err(MempoolRejection::SenderFull));
+        let other = Keypair::from_label("b");
+        let (t, h, b) = tx(&other, 0);
+        pool.insert(t, h, b, 0).unwrap();
+        let (t, h, b) = tx(&other, 1);
+        assert_eq!(pool.insert(t, h, b, 0), Err(MempoolRejection::Full));
+    }
+
+    #[test]
+    fn reap_keeps_nonce_order_and_removal_drops_stale() {
+        let mut pool = pool(100);
+        let a = Keypair::from_label("a");
+        // Arrive out of order: 2, 0, 1, and 4 (gap at 3).
+        for n in [2, 0, 1, 4] {
+            let (t, h, b) = tx(&a, n);
+            pool.insert(t, h, b, 0).unwrap();
+        }
+        let reaped: Vec<u64> = pool.reap(|_| 0).iter().map(|t| t.body.nonce).collect();
+        assert_eq!(reaped, vec![0, 1, 2]);
+        let committed: Vec<Hash> = pool.reap(|_| 0).iter().map(SignedTx::hash).collect();
+        pool.remove_committed(&committed[..2], |_| 3);
+        assert_eq!(pool.len(), 1, "nonce 2 stale after commit up to 3; 4 stays");
+        let (t, h, b) = tx(&a, 0);
+        assert_eq!(pool.insert(t, h, b, 0), Err(MempoolRejection::Duplicate));
+    }
+}

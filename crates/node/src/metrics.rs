@@ -1,0 +1,210 @@
+//! The node's Prometheus metrics (prefix `basalt_`), named after CometBFT's where the
+//! concept is the same so that existing dashboards translate.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// One label pair list, e.g. `[("queue", "consensus")]`.
+pub type Labels = Vec<(&'static str, String)>;
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms .. ~16 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+/// Every metric of the node (the RPC registers its own into the same registry).
+#[derive(Clone)]
+pub struct Metrics {
+    /// Latest committed height.
+    pub height: Gauge,
+    /// Current round of the height being decided.
+    pub round: Gauge,
+    /// Time between consecutive commits.
+    pub block_interval: Histogram,
+    /// Time spent in each step.
+    pub step_duration: Family<Labels, Histogram, fn() -> Histogram>,
+    /// From entering prevote to holding 2f+1 precommits.
+    pub precommit_latency: Histogram,
+    /// Heights decided in a round above 0.
+    pub round_escalations: Counter,
+    /// Committed transactions.
+    pub committed_txs: Counter,
+    /// Equivocation evidence seen.
+    pub evidence: Counter,
+    /// Consensus inputs not used, by reason.
+    pub consensus_dropped: Family<Labels, Counter>,
+    /// Blocks whose pre-state root differs from ours.
+    pub state_root_mismatches: Counter,
+    /// How late each consensus timer fired.
+    pub timer_lag: Histogram,
+    /// Votes/proposals this node's signing guard refused to sign.
+    pub sign_refusals: Counter,
+    /// Pending transactions.
+    pub mempool_size: Gauge,
+    /// Pending transaction bytes.
+    pub mempool_bytes: Gauge,
+    /// Mempool refusals by reason.
+    pub mempool_rejections: Family<Labels, Counter>,
+    /// Depth of each named queue.
+    pub queue_depth: Family<Labels, Gauge>,
+    /// Items dropped because a named queue was full.
+    pub queue_dropped: Family<Labels, Counter>,
+    /// Connected peers.
+    pub peers: Gauge,
+    /// 0 idle, 1 syncing, 2 synced.
+    pub sync_status: Gauge,
+    /// Blocks applied through sync.
+    pub synced_blocks: Counter,
+    /// Time to execute a block.
+    pub execute_duration: Histogram,
+    /// Time to persist a block.
+    pub persist_duration: Histogram,
+    /// Signatures verified by the pool, by kind.
+    pub signatures_verified: Family<Labels, Counter>,
+    /// Gossip messages that failed decoding or checks, by topic.
+    pub gossip_invalid: Family<Labels, Counter>,
+}
+
+impl Metrics {
+    /// Create the metrics and register them in `registry` (whose prefix should be `basalt`).
+    pub fn register(registry: &mut Registry) -> Metrics {
+        let metrics = Metrics {
+            height: Gauge::default(),
+            round: Gauge::default(),
+            block_interval: latency_histogram(),
+            step_duration: Family::new_with_constructor(latency_histogram),
+            precommit_latency: latency_histogram(),
+            round_escalations: Counter::default(),
+            committed_txs: Counter::default(),
+            evidence: Counter::default(),
+            consensus_dropped: Family::default(),
+            state_root_mismatches: Counter::default(),
+            timer_lag: latency_histogram(),
+            sign_refusals: Counter::default(),
+            mempool_size: Gauge::default(),
+            mempool_bytes: Gauge::default(),
+            mempool_rejections: Family::default(),
+            queue_depth: Family::default(),
+            queue_dropped: Family::default(),
+            peers: Gauge::default(),
+            sync_status: Gauge::default(),
+            synced_blocks: Counter::default(),
+            execute_duration: latency_histogram(),
+            persist_duration: latency_histogram(),
+            signatures_verified: Family::default(),
+            gossip_invalid: Family::default(),
+        };
+        let m = metrics.clone();
+        registry.register("consensus_height", "Latest committed height", m.height);
+        registry.register("consensus_rounds", "Round of the height in progress", m.round);
+        registry.register(
+            "consensus_block_interval_seconds",
+            "Time between consecutive commits",
+            m.block_interval,
+        );
+        registry.register(
+            "consensus_step_duration_seconds",
+            "Time spent in each consensus step",
+            m.step_duration,
+        );
+        registry.register(
+            "consensus_precommit_latency_seconds",
+            "From entering prevote to holding 2f+1 precommits",
+            m.precommit_latency,
+        );
+        registry.register(
+            "consensus_round_escalations",
+            "Heights decided in a round above 0",
+            m.round_escalations,
+        );
+        registry.register(
+            "consensus_committed_txs",
+            "Transactions committed",
+            m.committed_txs,
+        );
+        registry.register("consensus_evidence", "Equivocation evidence seen", m.evidence);
+        registry.register(
+            "consensus_dropped_inputs",
+            "Consensus inputs not used, by reason",
+            m.consensus_dropped,
+        );
+        registry.register(
+            "consensus_state_root_mismatches",
+            "Blocks whose pre-state root differs from this node's",
+            m.state_root_mismatches,
+        );
+        registry.register(
+            "consensus_timer_lag_seconds",
+            "How late consensus timers fire",
+            m.timer_lag,
+        );
+        registry.register(
+            "consensus_sign_refusals",
+            "Messages the double-sign guard refused to sign",
+            m.sign_refusals,
+        );
+        registry.register("mempool_size", "Pending transactions", m.mempool_size);
+        registry.register("mempool_size_bytes", "Pending transaction bytes", m.mempool_bytes);
+        registry.register(
+            "mempool_rejections",
+            "Transactions refused by the mempool, by reason",
+            m.mempool_rejections,
+        );
+        registry.register("queue_depth", "Items waiting in each named queue", m.queue_depth);
+        registry.register(
+            "queue_dropped",
+            "Items dropped because a named queue was full",
+            m.queue_dropped,
+        );
+        registry.register("p2p_peers", "Connected peers", m.peers);
+        registry.register(
+            "sync_status",
+            "Sync status: 0 idle, 1 syncing, 2 synced",
+            m.sync_status,
+        );
+        registry.register("sync_blocks", "Blocks applied through sync", m.synced_blocks);
+        registry.register(
+            "chain_execute_duration_seconds",
+            "Time to execute a block",
+            m.execute_duration,
+        );
+        registry.register(
+            "chain_persist_duration_seconds",
+            "Time to persist a block",
+            m.persist_duration,
+        );
+        registry.register(
+            "signatures_verified",
+            "Signatures verified by the pool, by kind",
+            m.signatures_verified,
+        );
+        registry.register(
+            "gossip_invalid",
+            "Gossip messages that failed decoding or checks, by topic",
+            m.gossip_invalid,
+        );
+        metrics
+    }
+
+    /// Label helper.
+    pub fn label(key: &'static str, value: &str) -> Labels {
+        vec![(key, value.to_owned())]
+    }
+
+    /// Record a drop from the named queue.
+    pub fn dropped(&self, queue: &str) {
+        self.queue_dropped
+            .get_or_create(&Self::label("queue", queue))
+            .inc();
+    }
+
+    /// Set the depth of the named queue.
+    pub fn depth(&self, queue: &str, depth: usize) {
+        self.queue_depth
+            .get_or_create(&Self::label("queue", queue))
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+}

@@ -1,0 +1,142 @@
+//! State shared between the node's tasks. Each field is either immutable, atomic, an
+//! `ArcSwap` snapshot (readers never block the writer) or a short-held mutex that the
+//! consensus driver never takes.
+
+use crate::mempool::Mempool;
+use crate::metrics::Metrics;
+use arc_swap::ArcSwap;
+use basalt_app::App;
+use basalt_consensus::ValidatorSet;
+use basalt_rpc::{BlockEvent, Rejection};
+use basalt_storage::Store;
+use basalt_types::{Hash, Keypair};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Rejected transaction hashes remembered for `GET /v1/txs/{hash}`.
+pub const REJECTED_REMEMBERED_MAX: usize = 100_000;
+
+/// The latest committed block, as RPC shows it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Latest {
+    /// Height.
+    pub height: u64,
+    /// Block id.
+    pub block_id: Hash,
+    /// State root after it.
+    pub state_root: Hash,
+    /// Its time.
+    pub time_ms: u64,
+}
+
+/// Sync status: what gossip is processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum SyncState {
+    /// No peers or not started.
+    Idle = 0,
+    /// Behind peers: blocks are fetched.
+    Syncing = 1,
+    /// Following the chain.
+    Synced = 2,
+}
+
+/// Bounded memory of rejected hashes.
+#[derive(Default)]
+pub struct Rejected {
+    reasons: HashMap<Hash, Rejection>,
+    order: VecDeque<Hash>,
+}
+
+impl Rejected {
+    /// Remember a rejection.
+    pub fn insert(&mut self, hash: Hash, rejection: Rejection) {
+        if self.reasons.insert(hash, rejection).is_none() {
+            self.order.push_back(hash);
+        }
+        while self.order.len() > REJECTED_REMEMBERED_MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.reasons.remove(&old);
+            }
+        }
+    }
+    /// The rejection of `hash`, if remembered.
+    pub fn get(&self, hash: &Hash) -> Option<Rejection> {
+        self.reasons.get(hash).cloned()
+    }
+}
+
+/// State shared by the node's tasks.
+pub struct Shared {
+    /// Chain id.
+    pub chain_id: String,
+    /// Validator set.
+    pub validators: ValidatorSet,
+    /// This node's validator index, if it is a validator.
+    pub validator_index: Option<u16>,
+    /// This node's consensus key.
+    pub keypair: Keypair,
+    /// libp2p peer id, as text.
+    pub node_id: String,
+    /// Durable store.
+    pub store: Arc<Store>,
+    /// Latest committed application state (RPC reads and nonce lookups).
+    pub app: ArcSwap<App>,
+    /// Pending transactions.
+    pub mempool: Mutex<Mempool>,
+    /// Recently rejected transactions.
+    pub rejected: Mutex<Rejected>,
+    /// Metrics.
+    pub metrics: Metrics,
+    /// Latest committed block.
+    pub latest: ArcSwap<Latest>,
+    /// Height being decided.
+    pub consensus_height: AtomicU64,
+    /// Round being decided.
+    pub consensus_round: AtomicU32,
+    /// Sync status.
+    pub sync: AtomicU8,
+    /// Connected peers.
+    pub peers: AtomicUsize,
+    /// New blocks and receipts for subscribers.
+    pub events: tokio::sync::broadcast::Sender<Arc<BlockEvent>>,
+}
+
+impl Shared {
+    /// Current sync status.
+    pub fn sync_state(&self) -> SyncState {
+        match self.sync.load(Ordering::Relaxed) {
+            1 => SyncState::Syncing,
+            2 => SyncState::Synced,
+            _ => SyncState::Idle,
+        }
+    }
+
+    /// Set the sync status (and its metric).
+    pub fn set_sync_state(&self, state: SyncState) {
+        self.sync.store(state as u8, Ordering::Relaxed);
+        self.metrics.sync_status.set(state as i64);
+    }
+
+    /// Lock the mempool. A poisoned lock (a panic while held) is recovered: the pool's
+    /// invariants hold between method calls.
+    pub fn mempool(&self) -> std::sync::MutexGuard<'_, Mempool> {
+        self.mempool
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Lock the rejected-hash memory.
+    pub fn rejected(&self) -> std::sync::MutexGuard<'_, Rejected> {
+        self.rejected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Update mempool gauges.
+    pub fn mempool_gauges(&self, pool: &Mempool) {
+        self.metrics.mempool_size.set(pool.len() as i64);
+        self.metrics.mempool_bytes.set(pool.bytes() as i64);
+    }
+}

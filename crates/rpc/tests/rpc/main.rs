@@ -1,0 +1,7 @@
+//! End-to-end tests of the RPC over real HTTP and WebSocket on loopback, against a mock node.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod http;
+mod mock;
+mod ws;

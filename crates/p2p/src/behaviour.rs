@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use libp2p::gossipsub::{
-    self, MessageAuthenticity, MessageId, PeerScoreParams, PeerScoreThresholds,
-    TopicScoreParams, ValidationMode,
+    self, MessageAuthenticity, MessageId, PeerScoreParams, PeerScoreThresholds, TopicScoreParams,
+    ValidationMode,
 };
 use libp2p::swarm::NetworkBehaviour;
 use libp2p::{allow_block_list, connection_limits, identify, identity, request_response};
@@ -16,6 +16,7 @@ use crate::config::{
     GOSSIP_ENVELOPE_BYTES, GOSSIP_HEARTBEAT, INVALID_MESSAGES_WINDOW,
     PENDING_INBOUND_CONNECTIONS_MAX, SYNC_STREAMS_PER_CONNECTION_MAX,
 };
+use crate::keep_alive;
 use crate::message::Topic;
 use crate::P2pError;
 
@@ -40,13 +41,18 @@ const HEARTBEAT_INITIAL_DELAY: Duration = Duration::from_millis(100);
 pub(crate) struct Behaviour {
     pub(crate) block_list: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
     pub(crate) limits: connection_limits::Behaviour,
+    pub(crate) keep_alive: keep_alive::Behaviour,
     pub(crate) gossipsub: gossipsub::Behaviour,
     pub(crate) sync: request_response::Behaviour<SyncCodec>,
     pub(crate) identify: identify::Behaviour,
 }
 
 impl Behaviour {
-    pub(crate) fn new(keypair: &identity::Keypair, config: &P2pConfig) -> Result<Self, P2pError> {
+    pub(crate) fn new(
+        keypair: &identity::Keypair,
+        config: &P2pConfig,
+        static_peers: impl IntoIterator<Item = libp2p::PeerId>,
+    ) -> Result<Self, P2pError> {
         let limits = connection_limits::ConnectionLimits::default()
             .with_max_established(Some(CONNECTIONS_MAX))
             .with_max_pending_incoming(Some(PENDING_INBOUND_CONNECTIONS_MAX))
@@ -65,6 +71,7 @@ impl Behaviour {
         Ok(Self {
             block_list: allow_block_list::Behaviour::default(),
             limits: connection_limits::Behaviour::new(limits),
+            keep_alive: keep_alive::Behaviour::new(static_peers),
             gossipsub: gossipsub_behaviour(config)?,
             sync,
             identify,
@@ -92,7 +99,11 @@ fn gossipsub_config(config: &P2pConfig) -> Result<gossipsub::Config, P2pError> {
         .message_id_fn(content_message_id)
         // Hold every message until the node's verdict; forward only on Accept.
         .validate_messages()
-        .max_transmit_size(config.max_gossip_bytes.saturating_add(GOSSIP_ENVELOPE_BYTES))
+        .max_transmit_size(
+            config
+                .max_gossip_bytes
+                .saturating_add(GOSSIP_ENVELOPE_BYTES),
+        )
         .mesh_n(MESH_N)
         .mesh_n_low(MESH_N_LOW)
         .mesh_n_high(MESH_N_HIGH)
@@ -146,9 +157,7 @@ pub(crate) fn score_params(
         mesh_message_deliveries_weight: 0.0,
         mesh_failure_penalty_weight: 0.0,
         invalid_message_deliveries_weight: thresholds.graylist_threshold / (tolerated * tolerated),
-        invalid_message_deliveries_decay: gossipsub::score_parameter_decay(
-            INVALID_MESSAGES_WINDOW,
-        ),
+        invalid_message_deliveries_decay: gossipsub::score_parameter_decay(INVALID_MESSAGES_WINDOW),
         ..TopicScoreParams::default()
     };
     PeerScoreParams {

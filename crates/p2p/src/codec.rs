@@ -4,8 +4,13 @@
 //! Reading never trusts the length: it is checked against the named maximum before anything
 //! is read, and the buffer grows only as bytes actually arrive, so a peer that announces a
 //! large frame and sends nothing costs nothing. Every malformed frame is a typed
-//! [`CodecError`] carried in an `io::Error` of kind `InvalidData`, which the service counts
-//! against the peer.
+//! [`CodecError`], which the service counts against the peer.
+//!
+//! A malformed *request* is returned as [`RequestFrame::Invalid`] rather than as an error:
+//! libp2p's request-response drops inbound read errors without telling the behaviour's user,
+//! so an error would hide the sender from the ban logic. A malformed *response* is an
+//! `io::Error` of kind `InvalidData` carrying the [`CodecError`]; outbound failures are
+//! reported.
 
 use std::io;
 
@@ -157,28 +162,44 @@ where
     io.flush().await
 }
 
+/// A request as the codec sees it: what we send is always valid; what we receive may not be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RequestFrame {
+    /// A well-formed request.
+    Valid(SyncRequest),
+    /// A frame that is not a request (inbound only; the sender is counted and not answered).
+    Invalid(CodecError),
+}
+
 /// The [`request_response::Codec`] of [`SYNC_PROTOCOL`].
 #[derive(Debug, Clone, Copy, Default)]
-pub struct SyncCodec;
+pub(crate) struct SyncCodec;
 
 impl request_response::Codec for SyncCodec {
     type Protocol = StreamProtocol;
-    type Request = SyncRequest;
+    type Request = RequestFrame;
     type Response = SyncResponse;
 
-    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncRequest>
+    async fn read_request<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<RequestFrame>
     where
         T: AsyncRead + Unpin + Send,
     {
-        let body = read_frame(io, SYNC_REQUEST_BYTES_MAX).await?;
-        decode_request(&body).map_err(CodecError::into_io)
+        let body = match read_frame(io, SYNC_REQUEST_BYTES_MAX).await {
+            Ok(body) => body,
+            Err(error) => {
+                return match CodecError::from_io(&error) {
+                    Some(codec) => Ok(RequestFrame::Invalid(codec.clone())),
+                    None => Err(error),
+                }
+            }
+        };
+        Ok(match decode_request(&body) {
+            Ok(request) => RequestFrame::Valid(request),
+            Err(error) => RequestFrame::Invalid(error),
+        })
     }
 
-    async fn read_response<T>(
-        &mut self,
-        _: &StreamProtocol,
-        io: &mut T,
-    ) -> io::Result<SyncResponse>
+    async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<SyncResponse>
     where
         T: AsyncRead + Unpin + Send,
     {
@@ -190,12 +211,15 @@ impl request_response::Codec for SyncCodec {
         &mut self,
         _: &StreamProtocol,
         io: &mut T,
-        request: SyncRequest,
+        request: RequestFrame,
     ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
-        write_frame(io, &request, SYNC_REQUEST_BYTES_MAX).await
+        match request {
+            RequestFrame::Valid(request) => write_frame(io, &request, SYNC_REQUEST_BYTES_MAX).await,
+            RequestFrame::Invalid(error) => Err(io::Error::new(io::ErrorKind::InvalidInput, error)),
+        }
     }
 
     async fn write_response<T>(
@@ -226,8 +250,15 @@ mod tests {
         bytes
     }
 
-    fn read_request(bytes: Vec<u8>) -> io::Result<SyncRequest> {
+    fn read_request(bytes: Vec<u8>) -> io::Result<RequestFrame> {
         block_on(SyncCodec.read_request(&SYNC_PROTOCOL, &mut Cursor::new(bytes)))
+    }
+
+    fn invalid_request(bytes: Vec<u8>) -> CodecError {
+        match read_request(bytes).unwrap() {
+            RequestFrame::Invalid(error) => error,
+            RequestFrame::Valid(request) => panic!("decoded garbage as {request:?}"),
+        }
     }
 
     fn read_response(bytes: Vec<u8>) -> io::Result<SyncResponse> {
@@ -245,8 +276,9 @@ mod tests {
             SyncRequest::BlockByHash(Hash([3; 32])),
         ] {
             let mut out = Cursor::new(Vec::new());
-            block_on(SyncCodec.write_request(&SYNC_PROTOCOL, &mut out, request.clone())).unwrap();
-            assert_eq!(read_request(out.into_inner()).unwrap(), request);
+            let frame = RequestFrame::Valid(request);
+            block_on(SyncCodec.write_request(&SYNC_PROTOCOL, &mut out, frame.clone())).unwrap();
+            assert_eq!(read_request(out.into_inner()).unwrap(), frame);
         }
     }
 
@@ -262,8 +294,7 @@ mod tests {
             SyncResponse::Refused,
         ] {
             let mut out = Cursor::new(Vec::new());
-            block_on(SyncCodec.write_response(&SYNC_PROTOCOL, &mut out, response.clone()))
-                .unwrap();
+            block_on(SyncCodec.write_response(&SYNC_PROTOCOL, &mut out, response.clone())).unwrap();
             assert_eq!(read_response(out.into_inner()).unwrap(), response);
         }
     }
@@ -277,7 +308,7 @@ mod tests {
     fn oversize_length_is_refused_before_reading() {
         let bytes = (u32::MAX).to_le_bytes().to_vec();
         assert!(matches!(
-            codec_error(read_request(bytes.clone()).unwrap_err()),
+            invalid_request(bytes.clone()),
             CodecError::FrameTooLarge { .. }
         ));
         assert!(matches!(
@@ -289,12 +320,12 @@ mod tests {
     #[test]
     fn garbage_is_a_typed_error() {
         assert!(matches!(
-            codec_error(read_request(frame(&[9, 9, 9])).unwrap_err()),
+            invalid_request(frame(&[9, 9, 9])),
             CodecError::Decode(_)
         ));
         // Valid value followed by trailing bytes.
         assert!(matches!(
-            codec_error(read_request(frame(&[0, 0])).unwrap_err()),
+            invalid_request(frame(&[0, 0])),
             CodecError::Decode(DecodeError::TrailingBytes(1))
         ));
         // A blocks response announcing 2^32-1 blocks in 5 bytes.

@@ -149,7 +149,9 @@ mod tests {
     #[test]
     fn peer_address_must_end_in_peer_id() {
         let peer = PeerId::random();
-        let good: Multiaddr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}").parse().unwrap();
+        let good: Multiaddr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")
+            .parse()
+            .unwrap();
         assert_eq!(peer_id_of_address(&good).unwrap(), peer);
         let bad: Multiaddr = "/ip4/127.0.0.1/tcp/4001".parse().unwrap();
         assert!(matches!(

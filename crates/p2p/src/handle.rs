@@ -6,8 +6,8 @@ use libp2p::{Multiaddr, PeerId};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::message::{
-    GossipId, NetworkCommand, NetworkEvent, RequestToken, ResponseToken, SyncRequest,
-    SyncResponse, Topic, Verdict,
+    GossipId, NetworkCommand, NetworkEvent, RequestToken, ResponseToken, SyncRequest, SyncResponse,
+    Topic, Verdict,
 };
 use crate::stats::P2pStats;
 

@@ -14,7 +14,8 @@
 //!   lowers the sender's gossipsub score; past `invalid_messages_before_disconnect` invalid
 //!   messages (rejects and undecodable sync frames) within [`INVALID_MESSAGES_WINDOW`] the
 //!   peer is disconnected and refused for [`BAN_DURATION`].
-//! - Static peers are dialed at start and re-dialed with capped exponential backoff.
+//! - Static peers are dialed at start, kept open while idle, and re-dialed with capped
+//!   exponential backoff when they drop.
 //! - No network input can make the task panic; decoding failures are typed errors.
 //!
 //! What it does not do: decode gossip payloads or judge them (the node does), choose which
@@ -24,6 +25,7 @@ mod behaviour;
 mod codec;
 mod config;
 mod handle;
+mod keep_alive;
 mod message;
 mod peers;
 mod service;
@@ -36,18 +38,17 @@ use libp2p::{identity, noise, tcp, yamux, SwarmBuilder};
 use tokio::sync::{mpsc, watch};
 
 pub use codec::{
-    decode_request, decode_response, response_encoded_len, CodecError, SyncCodec,
-    SYNC_BLOCKS_PER_RESPONSE_MAX, SYNC_PROTOCOL, SYNC_REQUEST_BYTES_MAX,
-    SYNC_RESPONSE_BYTES_MAX,
+    decode_request, decode_response, response_encoded_len, CodecError,
+    SYNC_BLOCKS_PER_RESPONSE_MAX, SYNC_PROTOCOL, SYNC_REQUEST_BYTES_MAX, SYNC_RESPONSE_BYTES_MAX,
 };
 pub use config::{
     peer_id_of_address, P2pConfig, BANNED_PEERS_MAX, BAN_DURATION, COMMAND_QUEUE_CAPACITY,
     CONNECTIONS_MAX, CONNECTIONS_PER_PEER_MAX, CONTROL_OVERFLOW_MAX, EVENT_QUEUE_CAPACITY,
     GOSSIP_BYTES_MAX_DEFAULT, GOSSIP_DUPLICATE_CACHE, GOSSIP_ENVELOPE_BYTES, GOSSIP_HEARTBEAT,
-    IDLE_CONNECTION_TIMEOUT, INVALID_MESSAGES_BEFORE_DISCONNECT_DEFAULT,
-    INVALID_MESSAGES_WINDOW, MAINTENANCE_INTERVAL, PENDING_INBOUND_CONNECTIONS_MAX,
-    REDIAL_BACKOFF_INITIAL, REDIAL_BACKOFF_MAX, REDIAL_BACKOFF_RESET_AFTER,
-    REQUEST_TIMEOUT_DEFAULT, SYNC_STREAMS_PER_CONNECTION_MAX, TXS_QUEUE_SHARE_PERCENT,
+    IDLE_CONNECTION_TIMEOUT, INVALID_MESSAGES_BEFORE_DISCONNECT_DEFAULT, INVALID_MESSAGES_WINDOW,
+    MAINTENANCE_INTERVAL, PENDING_INBOUND_CONNECTIONS_MAX, REDIAL_BACKOFF_INITIAL,
+    REDIAL_BACKOFF_MAX, REDIAL_BACKOFF_RESET_AFTER, REQUEST_TIMEOUT_DEFAULT,
+    SYNC_STREAMS_PER_CONNECTION_MAX, TXS_QUEUE_SHARE_PERCENT,
 };
 pub use handle::{CommandError, NetworkHandle};
 /// Re-exported so the node needs no direct libp2p dependency.
@@ -103,19 +104,24 @@ pub fn peer_id_from_seed(seed: [u8; 32]) -> PeerId {
 /// Start the networking task on the current tokio runtime. Returns the handle and the
 /// event channel (capacity [`EVENT_QUEUE_CAPACITY`]). The listen address is bound before
 /// this returns; use [`NetworkHandle::listen_addrs`] to learn a `/tcp/0` port.
-pub fn spawn(
-    config: P2pConfig,
-) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>), P2pError> {
+pub fn spawn(config: P2pConfig) -> Result<(NetworkHandle, mpsc::Receiver<NetworkEvent>), P2pError> {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| P2pError::NoRuntime)?;
     config.validate()?;
-    let mut static_peers = Vec::with_capacity(config.peers.len());
-    for address in &config.peers {
-        static_peers.push((peer_id_of_address(address)?, address.clone()));
-    }
-
     let keypair = keypair_from_seed(config.node_key_seed);
     let peer_id = keypair.public().to_peer_id();
-    let behaviour = behaviour::Behaviour::new(&keypair, &config)?;
+    let mut static_peers = Vec::with_capacity(config.peers.len());
+    for address in &config.peers {
+        let peer = peer_id_of_address(address)?;
+        // A devnet may hand every node the same list, our own address included.
+        if peer != peer_id {
+            static_peers.push((peer, address.clone()));
+        }
+    }
+    let behaviour = behaviour::Behaviour::new(
+        &keypair,
+        &config,
+        static_peers.iter().map(|(peer, _)| *peer),
+    )?;
     let mut swarm = SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -138,9 +144,6 @@ pub fn spawn(
     let now = std::time::Instant::now();
     let mut peers = peers::StaticPeers::default();
     for (peer, address) in static_peers {
-        if peer == peer_id {
-            continue; // our own address in a shared devnet peer list
-        }
         swarm.add_peer_address(peer, address.clone());
         peers.add(peer, address, now);
     }

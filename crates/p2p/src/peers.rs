@@ -65,9 +65,9 @@ impl StaticPeers {
     /// The last connection to `peer` closed: schedule a re-dial.
     pub(crate) fn on_disconnected(&mut self, peer: &PeerId, now: Instant) {
         if let Some(state) = self.peers.get_mut(peer) {
-            let stable = state
-                .connected_since
-                .is_some_and(|since| now.saturating_duration_since(since) >= REDIAL_BACKOFF_RESET_AFTER);
+            let stable = state.connected_since.is_some_and(|since| {
+                now.saturating_duration_since(since) >= REDIAL_BACKOFF_RESET_AFTER
+            });
             if stable {
                 state.backoff = REDIAL_BACKOFF_INITIAL;
             }
@@ -96,7 +96,9 @@ impl StaticPeers {
 
     /// Every static peer and its address.
     pub(crate) fn addresses(&self) -> impl Iterator<Item = (&PeerId, &Multiaddr)> {
-        self.peers.iter().map(|(peer, state)| (peer, &state.address))
+        self.peers
+            .iter()
+            .map(|(peer, state)| (peer, &state.address))
     }
 }
 
@@ -315,7 +317,10 @@ mod tests {
         let later = start + INVALID_MESSAGES_WINDOW + Duration::from_millis(1);
         assert_eq!(guard.record_invalid(peer, later), Judgement::Tolerated);
         assert_eq!(guard.record_invalid(peer, later), Judgement::Tolerated);
-        assert!(matches!(guard.record_invalid(peer, later), Judgement::Ban { .. }));
+        assert!(matches!(
+            guard.record_invalid(peer, later),
+            Judgement::Ban { .. }
+        ));
     }
 
     #[test]

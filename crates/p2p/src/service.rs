@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::MissedTickBehavior;
 
 use crate::behaviour::{Behaviour, BehaviourEvent};
-use crate::codec::{response_encoded_len, CodecError, SYNC_RESPONSE_BYTES_MAX};
+use crate::codec::{response_encoded_len, CodecError, RequestFrame, SYNC_RESPONSE_BYTES_MAX};
 use crate::config::{
     CONTROL_OVERFLOW_MAX, EVENT_QUEUE_CAPACITY, MAINTENANCE_INTERVAL, TXS_QUEUE_SHARE_PERCENT,
 };
@@ -70,15 +70,16 @@ impl Service {
                 }
                 _ = tick.tick() => self.maintain(),
                 // Owned permit: a borrowed one would pin `self` across the other handlers.
+                // (The clone is two atomic operations per loop turn.)
                 permit = self.events.clone().reserve_owned(), if !self.overflow.is_empty() => {
                     match permit {
-                    Ok(permit) => {
-                        if let Some(event) = self.overflow.pop_front() {
-                            permit.send(event);
+                        Ok(permit) => {
+                            if let Some(event) = self.overflow.pop_front() {
+                                permit.send(event);
+                            }
                         }
-                    }
-                    // The node dropped its receiver: nobody will read these.
-                    Err(_) => self.overflow.clear(),
+                        // The node dropped its receiver: nobody will read these.
+                        Err(_) => self.overflow.clear(),
                     }
                 }
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
@@ -108,10 +109,19 @@ impl Service {
         let counters = self.stats.topic(topic);
         if data.len() > self.max_gossip_bytes {
             bump(&counters.publish_failed);
-            tracing::warn!(?topic, bytes = data.len(), "publish refused: payload too large");
+            tracing::warn!(
+                ?topic,
+                bytes = data.len(),
+                "publish refused: payload too large"
+            );
             return;
         }
-        match self.swarm.behaviour_mut().gossipsub.publish(topic.hash(), data) {
+        match self
+            .swarm
+            .behaviour_mut()
+            .gossipsub
+            .publish(topic.hash(), data)
+        {
             Ok(_) => bump(&counters.published),
             Err(PublishError::Duplicate) => bump(&counters.publish_duplicate),
             Err(error) => {
@@ -153,7 +163,11 @@ impl Service {
         request: SyncRequest,
         reply: tokio::sync::oneshot::Sender<RequestToken>,
     ) {
-        let id = self.swarm.behaviour_mut().sync.send_request(&peer, request);
+        let id = self
+            .swarm
+            .behaviour_mut()
+            .sync
+            .send_request(&peer, RequestFrame::Valid(request));
         bump(&self.stats.requests_outbound);
         // The caller may have stopped waiting for the token; the response still comes.
         let _ = reply.send(RequestToken(id));
@@ -311,12 +325,23 @@ impl Service {
             .report_message_validation_result(id, from, acceptance);
     }
 
-    fn on_sync(&mut self, event: request_response::Event<SyncRequest, SyncResponse>) {
+    fn on_sync(&mut self, event: request_response::Event<RequestFrame, SyncResponse>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {
-                    request, channel, ..
+                    request: RequestFrame::Valid(request),
+                    channel,
+                    ..
                 } => self.on_inbound_request(peer, request, channel),
+                request_response::Message::Request {
+                    request: RequestFrame::Invalid(error),
+                    ..
+                } => {
+                    // Not answered: dropping the channel closes the stream (and is counted
+                    // as an inbound failure, "response omission").
+                    tracing::debug!(%peer, %error, "undecodable sync request");
+                    self.record_invalid(peer);
+                }
                 request_response::Message::Response {
                     request_id,
                     response,

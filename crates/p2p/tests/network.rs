@@ -151,7 +151,10 @@ async fn gossip_is_delivered_and_forwarded_only_after_accept() {
             .await
             .unwrap();
         let (from, topic, data, id) = next_event(&mut b.events, gossip).await;
-        assert_eq!((from, topic, data.as_slice()), (a.id(), Topic::Consensus, &b"vote-1"[..]));
+        assert_eq!(
+            (from, topic, data.as_slice()),
+            (a.id(), Topic::Consensus, &b"vote-1"[..])
+        );
 
         // Not validated yet: b holds it back from c.
         assert!(
@@ -164,7 +167,10 @@ async fn gossip_is_delivered_and_forwarded_only_after_accept() {
 
         b.handle.validate(id, from, Verdict::Accept).await.unwrap();
         let (from, topic, data, _) = next_event(&mut c.events, gossip).await;
-        assert_eq!((from, topic, data.as_slice()), (b.id(), Topic::Consensus, &b"vote-1"[..]));
+        assert_eq!(
+            (from, topic, data.as_slice()),
+            (b.id(), Topic::Consensus, &b"vote-1"[..])
+        );
 
         // The other topic, the other way.
         wait_subscribed(&c, Topic::Txs, 1).await;
@@ -173,7 +179,10 @@ async fn gossip_is_delivered_and_forwarded_only_after_accept() {
             .await
             .unwrap();
         let (from, topic, data, id) = next_event(&mut b.events, gossip).await;
-        assert_eq!((from, topic, data.as_slice()), (c.id(), Topic::Txs, &b"batch-1"[..]));
+        assert_eq!(
+            (from, topic, data.as_slice()),
+            (c.id(), Topic::Txs, &b"batch-1"[..])
+        );
         b.handle.validate(id, from, Verdict::Accept).await.unwrap();
         let (from, topic, _, _) = next_event(&mut a.events, gossip).await;
         assert_eq!((from, topic), (b.id(), Topic::Txs));
@@ -204,11 +213,17 @@ async fn full_mesh_publish_reaches_everyone_once() {
         let mut pending = Vec::new();
         for node in [&mut b, &mut c] {
             let (from, topic, data, id) = next_event(&mut node.events, gossip).await;
-            assert_eq!((from, topic, data.as_slice()), (a.id(), Topic::Txs, &b"batch"[..]));
+            assert_eq!(
+                (from, topic, data.as_slice()),
+                (a.id(), Topic::Txs, &b"batch"[..])
+            );
             pending.push((id, from));
         }
         for (node, (id, from)) in [&b, &c].into_iter().zip(pending) {
-            node.handle.validate(id, from, Verdict::Accept).await.unwrap();
+            node.handle
+                .validate(id, from, Verdict::Accept)
+                .await
+                .unwrap();
         }
         // Forwarding after Accept must not deliver it again (content id de-duplicates).
         for node in [&mut a, &mut b, &mut c] {
@@ -282,7 +297,10 @@ async fn sync_requests_round_trip() {
                 },
                 blocks,
             ),
-            (SyncRequest::BlockByHash(Hash([9; 32])), SyncResponse::NotFound),
+            (
+                SyncRequest::BlockByHash(Hash([9; 32])),
+                SyncResponse::NotFound,
+            ),
         ] {
             let token = a.handle.request(b.id(), request.clone()).await.unwrap();
             let (from, asked, channel) = next_event(&mut b.events, |e| match e {
@@ -348,7 +366,11 @@ async fn unanswered_request_times_out() {
 
         // A request to a peer we cannot reach fails as a dial failure, not a hang.
         let stranger = basalt_p2p::peer_id_from_seed(seed(43));
-        let token = a.handle.request(stranger, SyncRequest::Status).await.unwrap();
+        let token = a
+            .handle
+            .request(stranger, SyncRequest::Status)
+            .await
+            .unwrap();
         let (answered, result) = next_event(&mut a.events, |e| match e {
             NetworkEvent::Response {
                 request, result, ..
@@ -527,7 +549,10 @@ async fn garbage_on_the_socket_does_not_hurt() {
             .await
             .unwrap();
         let (from, topic, data, _) = next_event(&mut b.events, gossip).await;
-        assert_eq!((from, topic, data.as_slice()), (a.id(), Topic::Consensus, &b"still-alive"[..]));
+        assert_eq!(
+            (from, topic, data.as_slice()),
+            (a.id(), Topic::Consensus, &b"still-alive"[..])
+        );
         assert_eq!(b.handle.connected_peers(), 1);
     })
     .await;
@@ -540,10 +565,296 @@ async fn service_stops_when_handles_are_dropped() {
         let mut connected = node.handle.connected_peers_watch();
         let Node { handle, events, .. } = node;
         drop(handle);
-        timeout(DEADLINE, async { while connected.changed().await.is_ok() {} })
-            .await
-            .expect("service did not stop");
+        timeout(DEADLINE, async {
+            while connected.changed().await.is_ok() {}
+        })
+        .await
+        .expect("service did not stop");
         drop(events);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_event_queue_sheds_gossip_and_refuses_requests() {
+    bounded(async {
+        use basalt_p2p::{EVENT_QUEUE_CAPACITY, TXS_QUEUE_SHARE_PERCENT};
+        let txs_share = EVENT_QUEUE_CAPACITY * TXS_QUEUE_SHARE_PERCENT / 100;
+        // b never reads its events until the end.
+        let mut b = start(91, vec![]).await;
+        let mut a = start(92, vec![b.address.clone()]).await;
+        // Take the PeerConnected event so the queue starts empty.
+        next_event(&mut b.events, |e| match e {
+            NetworkEvent::PeerConnected(peer) => Some(peer),
+            _ => None,
+        })
+        .await;
+        wait_subscribed(&a, Topic::Txs, 1).await;
+        wait_subscribed(&a, Topic::Consensus, 1).await;
+        let b_stats = b.handle.stats();
+
+        // A transaction flood fills only its share of the queue.
+        let txs_sent = txs_share + 200;
+        for i in 0..txs_sent {
+            a.handle
+                .publish(Topic::Txs, format!("tx-{i}").into_bytes())
+                .await
+                .unwrap();
+        }
+        wait_until("tx flood received", || {
+            read_counter(&b_stats.txs.received) == txs_sent as u64
+        })
+        .await;
+        assert_eq!(read_counter(&b_stats.txs.dropped_queue_full), 200);
+
+        // Consensus messages still get in, up to the full capacity.
+        let consensus_room = EVENT_QUEUE_CAPACITY - txs_share;
+        let consensus_sent = consensus_room + 50;
+        for i in 0..consensus_sent {
+            a.handle
+                .publish(Topic::Consensus, format!("vote-{i}").into_bytes())
+                .await
+                .unwrap();
+        }
+        wait_until("votes received", || {
+            read_counter(&b_stats.consensus.received) == consensus_sent as u64
+        })
+        .await;
+        assert_eq!(read_counter(&b_stats.consensus.dropped_queue_full), 50);
+        assert_eq!(b.handle.event_queue_depth(), EVENT_QUEUE_CAPACITY);
+
+        // A request finds the queue full and is refused at once.
+        let token = a.handle.request(b.id(), SyncRequest::Status).await.unwrap();
+        let (answered, result) = next_event(&mut a.events, |e| match e {
+            NetworkEvent::Response {
+                request, result, ..
+            } => Some((request, result)),
+            _ => None,
+        })
+        .await;
+        assert_eq!((answered, result), (token, Ok(SyncResponse::Refused)));
+        assert_eq!(read_counter(&b_stats.requests_inbound_refused), 1);
+
+        // What was queued is intact and in order: the tx share first, then votes.
+        let mut txs = 0;
+        let mut votes = 0;
+        while let Ok(event) = b.events.try_recv() {
+            if let NetworkEvent::Gossip { topic, .. } = event {
+                match topic {
+                    Topic::Txs => {
+                        assert_eq!(votes, 0, "votes arrived before earlier txs");
+                        txs += 1;
+                    }
+                    Topic::Consensus => votes += 1,
+                }
+            }
+        }
+        assert_eq!((txs, votes), (txs_share, consensus_room));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_gossip_is_refused_both_ways() {
+    bounded(async {
+        let mut config = P2pConfig::new(seed(101), "/ip4/127.0.0.1/tcp/0".parse().unwrap());
+        config.max_gossip_bytes = 1000;
+        let mut b = start_with(config).await;
+        let mut config = P2pConfig::new(seed(102), "/ip4/127.0.0.1/tcp/0".parse().unwrap());
+        config.peers = vec![b.address.clone()];
+        config.max_gossip_bytes = 100_000;
+        let a = start_with(config).await;
+        wait_until("connected", || b.handle.connected_peers() == 1).await;
+        wait_subscribed(&a, Topic::Consensus, 1).await;
+        wait_subscribed(&b, Topic::Consensus, 1).await;
+
+        // b will not publish above its own limit.
+        b.handle
+            .publish(Topic::Consensus, vec![1; 1001])
+            .await
+            .unwrap();
+        wait_until("publish refused", || {
+            read_counter(&b.handle.stats().consensus.publish_failed) == 1
+        })
+        .await;
+
+        // a may, but b rejects it on arrival without bothering the node.
+        a.handle
+            .publish(Topic::Consensus, vec![2; 5000])
+            .await
+            .unwrap();
+        let stats = b.handle.stats();
+        wait_until("oversize rejected", || {
+            read_counter(&stats.gossip_rejected) == 1
+        })
+        .await;
+        assert_eq!(read_counter(&stats.invalid_messages), 1);
+        assert!(
+            no_event(&mut b.events, QUIET_WINDOW, |e| matches!(
+                e,
+                NetworkEvent::Gossip { .. }
+            ))
+            .await
+        );
+    })
+    .await;
+}
+
+/// A request-response codec that sends whatever bytes it is given, for speaking garbage on
+/// the sync protocol.
+#[derive(Debug, Clone, Default)]
+struct RawCodec;
+
+impl libp2p::request_response::Codec for RawCodec {
+    type Protocol = libp2p::StreamProtocol;
+    type Request = Vec<u8>;
+    type Response = Vec<u8>;
+
+    async fn read_request<T>(&mut self, _: &Self::Protocol, io: &mut T) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        let mut bytes = Vec::new();
+        futures::AsyncReadExt::read_to_end(io, &mut bytes).await?;
+        Ok(bytes)
+    }
+
+    async fn read_response<T>(
+        &mut self,
+        protocol: &Self::Protocol,
+        io: &mut T,
+    ) -> std::io::Result<Vec<u8>>
+    where
+        T: futures::AsyncRead + Unpin + Send,
+    {
+        self.read_request(protocol, io).await
+    }
+
+    async fn write_request<T>(
+        &mut self,
+        _: &Self::Protocol,
+        io: &mut T,
+        request: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        futures::AsyncWriteExt::write_all(io, &request).await
+    }
+
+    async fn write_response<T>(
+        &mut self,
+        protocol: &Self::Protocol,
+        io: &mut T,
+        response: Vec<u8>,
+    ) -> std::io::Result<()>
+    where
+        T: futures::AsyncWrite + Unpin + Send,
+    {
+        self.write_request(protocol, io, response).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_sync_requests_get_the_sender_banned() {
+    use futures::StreamExt;
+    use libp2p::request_response::{self, ProtocolSupport};
+    use libp2p::swarm::SwarmEvent;
+
+    bounded(async {
+        let b = start(111, vec![]).await;
+        let behaviour = request_response::Behaviour::<RawCodec>::new(
+            [(basalt_p2p::SYNC_PROTOCOL, ProtocolSupport::Full)],
+            request_response::Config::default(),
+        );
+        let mut rogue = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                libp2p::tcp::Config::default(),
+                libp2p::noise::Config::new,
+                libp2p::yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| behaviour)
+            .unwrap()
+            // Keep the connection open on our side: only b's ban may close it.
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        rogue.dial(b.address.clone()).unwrap();
+
+        let threshold = basalt_p2p::INVALID_MESSAGES_BEFORE_DISCONNECT_DEFAULT;
+        let closed = timeout(DEADLINE, async {
+            loop {
+                match rogue.select_next_some().await {
+                    SwarmEvent::ConnectionEstablished { peer_id, .. } => {
+                        // A frame of 3 bytes that are no request, a frame longer than the
+                        // maximum, and plain noise.
+                        for i in 0..=threshold {
+                            let garbage = match i % 3 {
+                                0 => vec![3, 0, 0, 0, 9, 9, 9],
+                                1 => vec![0xff, 0xff, 0xff, 0x7f, 1, 2, 3],
+                                _ => vec![2, 0, 0, 0, 0xde, 0xad],
+                            };
+                            rogue.behaviour_mut().send_request(&peer_id, garbage);
+                        }
+                    }
+                    SwarmEvent::ConnectionClosed {
+                        num_established: 0, ..
+                    } => return true,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("rogue peer was not disconnected");
+        assert!(closed);
+        let stats = b.handle.stats();
+        assert!(read_counter(&stats.invalid_messages) > u64::from(threshold));
+        assert_eq!(read_counter(&stats.peers_banned), 1);
+        // And it cannot come back.
+        rogue.dial(b.address.clone()).unwrap();
+        let refused = timeout(DEADLINE, async {
+            loop {
+                match rogue.select_next_some().await {
+                    SwarmEvent::OutgoingConnectionError { .. } => return true,
+                    SwarmEvent::ConnectionClosed { .. } => return true,
+                    SwarmEvent::Behaviour(request_response::Event::Message { .. }) => return false,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("no outcome for the re-dial");
+        assert!(refused);
+        assert_eq!(b.handle.connected_peers(), 0);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn largest_gossip_payload_is_delivered() {
+    bounded(async {
+        let mut b = start(121, vec![]).await;
+        let a = start(122, vec![b.address.clone()]).await;
+        wait_until("connected", || b.handle.connected_peers() == 1).await;
+        wait_subscribed(&a, Topic::Consensus, 1).await;
+        let payload: Vec<u8> = (0..basalt_p2p::GOSSIP_BYTES_MAX_DEFAULT)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let started = Instant::now();
+        a.handle
+            .publish(Topic::Consensus, payload.clone())
+            .await
+            .unwrap();
+        let (from, topic, data, _) = next_event(&mut b.events, gossip).await;
+        println!(
+            "{} byte gossip delivered in {:?}",
+            data.len(),
+            started.elapsed()
+        );
+        assert_eq!((from, topic), (a.id(), Topic::Consensus));
+        assert!(data == payload, "payload altered in transit");
+        assert_eq!(read_counter(&a.handle.stats().consensus.publish_failed), 0);
     })
     .await;
 }

@@ -60,7 +60,11 @@ pub fn run(args: DevnetArgs) -> Result<()> {
             chain_id: "basalt-devnet".into(),
             commit_wait_ms: args.commit_wait_ms,
         })?;
-        println!("initialised {} validators under {}", args.validators, args.home.display());
+        println!(
+            "initialised {} validators under {}",
+            args.validators,
+            args.home.display()
+        );
     }
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();

@@ -62,9 +62,7 @@ fn write(path: &Path, text: &str) -> Result<()> {
 /// Where node `i`'s services listen.
 pub fn ports(base_port: u16, i: usize) -> Result<(u16, u16)> {
     let offset = u16::try_from(i * 10).context("too many validators for the port range")?;
-    let rpc = base_port
-        .checked_add(offset)
-        .context("port out of range")?;
+    let rpc = base_port.checked_add(offset).context("port out of range")?;
     Ok((rpc, rpc.checked_add(1).context("port out of range")?))
 }
 

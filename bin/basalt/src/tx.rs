@@ -179,7 +179,11 @@ pub fn run(command: TxCommand) -> Result<()> {
     runtime.block_on(async move {
         let client = reqwest::Client::new();
         let account: serde_json::Value = client
-            .get(format!("{}/v1/accounts/{}", signer.node, key.public().to_hex()))
+            .get(format!(
+                "{}/v1/accounts/{}",
+                signer.node,
+                key.public().to_hex()
+            ))
             .send()
             .await?
             .json()

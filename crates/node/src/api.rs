@@ -141,7 +141,10 @@ impl NodeApi for Api {
 
     fn simulate(&self, tx: SignedTx) -> Result<Receipt, Rejection> {
         if tx.body.chain_id.as_str() != self.shared.chain_id {
-            return Err(Rejection::new("wrong_chain_id", "transaction is for another chain"));
+            return Err(Rejection::new(
+                "wrong_chain_id",
+                "transaction is for another chain",
+            ));
         }
         if !tx.verify_signature() {
             return Err(Rejection::new("bad_signature", "signature does not verify"));

@@ -36,7 +36,7 @@ impl Default for ConsensusConfig {
             timeout_precommit_ms: 300,
             timeout_precommit_delta_ms: 200,
             commit_wait_ms: 0,
-            rebroadcast_interval_ms: 2000,
+            rebroadcast_interval_ms: 3000,
         }
     }
 }
@@ -240,7 +240,11 @@ impl NodeConfig {
         let p = &self.p2p;
         let r = &self.rpc;
         let m = &self.mempool;
-        let peers: Vec<String> = p.persistent_peers.iter().map(|s| format!("{s:?}")).collect();
+        let peers: Vec<String> = p
+            .persistent_peers
+            .iter()
+            .map(|s| format!("{s:?}"))
+            .collect();
         format!(
             r#"# Basalt node configuration. Every field may be overridden from the environment as
 # BASALT__SECTION__KEY=value (top-level fields: BASALT__KEY), e.g. BASALT__RPC__LISTEN_ADDR.

@@ -12,7 +12,7 @@ use crate::messages::ConsensusMessage;
 use crate::metrics::Metrics;
 use crate::state::{Shared, SyncState};
 use basalt_consensus::{Core, DropReason, Input, Output, Step, Timeout, TimeoutKind};
-use basalt_p2p::{NetworkCommand, PeerId, SyncRequest, Topic};
+use basalt_p2p::{NetworkCommand, SyncRequest, Topic};
 use basalt_storage::SigningState;
 use basalt_types::block::txs_root;
 use basalt_types::codec::{decode, encode};
@@ -45,13 +45,6 @@ pub const BLOCK_TIME_DRIFT_MAX_MS: u64 = 5_000;
 pub enum DriverInput {
     /// A consensus message whose signatures the verification pool checked.
     Consensus(ConsensusMessage),
-    /// A peer sent a message for a height well above ours: we are behind.
-    PeerAhead {
-        /// Who.
-        peer: PeerId,
-        /// The height it talked about.
-        height: Height,
-    },
     /// Blocks returned by a sync request.
     SyncBlocks(Vec<(Block, CommitCertificate)>),
     /// A sync request failed.
@@ -119,9 +112,15 @@ pub struct DriverChannels {
 }
 
 struct SyncTracker {
-    best_peer: Option<(PeerId, Height)>,
     in_flight_since: Option<Instant>,
+    /// When the height being decided last changed.
+    height_since: Instant,
+    height: Height,
 }
+
+/// A peer one height ahead is normal for a few milliseconds (it decided first); behind
+/// for this long, the node fetches the block instead of waiting for votes it missed.
+pub const SYNC_STALL: Duration = Duration::from_millis(1000);
 
 /// The driver.
 pub struct Driver {
@@ -136,6 +135,8 @@ pub struct Driver {
     pending_validation: Vec<(Height, Hash)>,
     wal: Vec<(Height, Vec<u8>)>,
     signing: Option<SigningState>,
+    /// What was signed at the current height, by (round, step).
+    signed: HashMap<(Round, u8), Hash>,
     own_messages: Vec<Vec<u8>>,
     replaying: bool,
     channels: DriverChannels,
@@ -160,6 +161,11 @@ impl Driver {
             shared.validator_index,
         );
         let signing = shared.store.signing_state()?;
+        let signed = shared
+            .store
+            .signed_at(executed.height + 1)?
+            .into_iter()
+            .collect();
         Ok(Driver {
             core,
             rebroadcast_interval: Duration::from_millis(
@@ -173,6 +179,7 @@ impl Driver {
             pending_validation: Vec::new(),
             wal: Vec::new(),
             signing,
+            signed,
             own_messages: Vec::new(),
             replaying: false,
             channels,
@@ -181,8 +188,9 @@ impl Driver {
             prevote_entered: None,
             last_commit_at: None,
             sync: SyncTracker {
-                best_peer: None,
                 in_flight_since: None,
+                height_since: Instant::now(),
+                height: 0,
             },
             shared,
         })
@@ -195,9 +203,10 @@ impl Driver {
     /// Start at the height after the executed one, replaying the WAL of that height.
     pub fn start(&mut self) -> anyhow::Result<()> {
         let height = self.executed.height + 1;
-        self.process(Input::StartHeight(height))?;
         let entries = self.shared.store.wal(height)?;
+        // Replaying from StartHeight on: a GetValue must wait for the logged ProposeValue.
         self.replaying = true;
+        self.process(Input::StartHeight(height))?;
         for bytes in entries {
             let entry: WalEntry = decode(&bytes, BLOCK_BYTES_MAX * 2)
                 .map_err(|e| anyhow::anyhow!("corrupt WAL entry: {e}"))?;
@@ -283,13 +292,13 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            self.metrics()
-                .depth("driver", self.channels.inputs.len());
+            self.metrics().depth("driver", self.channels.inputs.len());
             if Instant::now() >= rebroadcast_at {
                 self.rebroadcast();
                 rebroadcast_at = Instant::now() + self.rebroadcast_interval;
             }
             self.flush_wal()?;
+            self.request_blocks();
             self.update_sync_state();
             // 4. Wait for the next thing to do.
             let next_timer = self
@@ -297,7 +306,8 @@ impl Driver {
                 .peek()
                 .map(|Reverse((deadline, _, _))| *deadline)
                 .unwrap_or(rebroadcast_at)
-                .min(rebroadcast_at);
+                .min(rebroadcast_at)
+                .min(Instant::now() + SYNC_STALL);
             if !self.channels.inputs.is_empty() {
                 continue;
             }
@@ -334,12 +344,9 @@ impl Driver {
                 self.log(&WalEntry::Proposal(proposal));
                 self.process(Input::Proposal(proposal))
             }
-            DriverInput::PeerAhead { peer, height } => {
-                self.on_peer_ahead(peer, height);
-                Ok(())
-            }
             DriverInput::SyncBlocks(blocks) => self.on_sync_blocks(blocks),
             DriverInput::SyncFailed => {
+                tracing::debug!("sync request failed");
                 self.sync.in_flight_since = None;
                 Ok(())
             }
@@ -393,6 +400,11 @@ impl Driver {
                         proposal: signed,
                         block: Box::new((*block).clone()),
                     });
+                    // A re-proposal is accepted only by validators that saw its polka:
+                    // send the prevotes along.
+                    if let Some(valid_round) = proposal.pol_round {
+                        self.relay_polka(valid_round, proposal.block_id);
+                    }
                     queue.push_back(Input::Proposal(signed));
                 }
             }
@@ -429,7 +441,6 @@ impl Driver {
             Output::NewRound { round, .. } => {
                 self.shared.consensus_round.store(round, Ordering::Relaxed);
                 self.metrics().round.set(i64::from(round));
-                self.own_messages.clear();
             }
             Output::StepChanged { step, .. } => {
                 let now = Instant::now();
@@ -468,11 +479,16 @@ impl Driver {
     /// before, or exactly the same message again. The new state is fsynced (with the WAL
     /// before it) before this returns true.
     fn guard(&mut self, next: SigningState) -> anyhow::Result<bool> {
-        match crate::signer::decide(self.signing, next) {
+        if self.signing.is_some_and(|last| last.height < next.height) {
+            self.signed.clear();
+        }
+        let same_slot = self.signed.get(&(next.round, next.step)).copied();
+        match crate::signer::decide(self.signing, same_slot, next) {
             crate::signer::Decision::Sign => {
                 self.flush_wal()?;
                 self.shared.store.record_signing(&next)?;
                 self.signing = Some(next);
+                self.signed.insert((next.round, next.step), next.value);
                 Ok(true)
             }
             crate::signer::Decision::SameAgain => Ok(true),
@@ -530,7 +546,27 @@ impl Driver {
         }
     }
 
+    /// Publish the prevotes that make a polka for `block_id` in `round` (others' included).
+    fn relay_polka(&mut self, round: Round, block_id: Hash) {
+        for vote in self
+            .core
+            .votes_for(round, VoteKind::Prevote, Some(block_id))
+        {
+            let data = ConsensusMessage::Vote(vote).to_bytes();
+            let _ = self.channels.network.try_send(NetworkCommand::Publish {
+                topic: Topic::Consensus,
+                data,
+            });
+        }
+    }
+
+    /// Re-send this node's messages of the current height, and the polka behind its valid
+    /// value: gossip is lost across restarts and disconnections, and a validator that
+    /// missed a polka cannot accept the re-proposal that ends a locked round.
     fn rebroadcast(&mut self) {
+        if let Some((valid_round, block_id)) = self.core.valid() {
+            self.relay_polka(valid_round, block_id);
+        }
         for data in self.own_messages.clone() {
             if self
                 .channels
@@ -671,17 +707,30 @@ impl Driver {
             && header.proposer == self.shared.validators.proposer(header.height, header.round)
             && block.body_matches_header()
             && commit_ok
-            && block.txs.iter().all(|tx| tx.body.chain_id.as_str() == chain_id)
+            && block
+                .txs
+                .iter()
+                .all(|tx| tx.body.chain_id.as_str() == chain_id)
     }
 
     // ----- commits, imports, sync ----------------------------------------------------
 
     fn on_decide(&mut self, certificate: CommitCertificate) {
         let Some(block) = self.blocks.get(&certificate.block_id).cloned() else {
-            tracing::error!(height = certificate.height, "decided a block this node does not hold");
+            tracing::error!(
+                height = certificate.height,
+                "decided a block this node does not hold"
+            );
             return;
         };
         let now = Instant::now();
+        if let Some(entered) = self.prevote_entered.take() {
+            // Deciding implies 2f+1 precommits: the precommit latency ends here if the
+            // quorum was not already observed.
+            self.metrics()
+                .precommit_latency
+                .observe(now.duration_since(entered).as_secs_f64());
+        }
         if let Some(last) = self.last_commit_at.replace(now) {
             self.metrics()
                 .block_interval
@@ -696,10 +745,7 @@ impl Driver {
         if self
             .channels
             .chain
-            .send(Commit {
-                block,
-                certificate,
-            })
+            .send(Commit { block, certificate })
             .is_err()
         {
             tracing::error!("chain worker gone");
@@ -715,18 +761,20 @@ impl Driver {
         self.try_validate()
     }
 
-    fn on_peer_ahead(&mut self, peer: PeerId, height: Height) {
-        if self.sync.best_peer.is_none_or(|(_, best)| height > best) {
-            self.sync.best_peer = Some((peer, height));
-        }
-        self.request_blocks();
-    }
-
+    /// Fetch blocks when a peer is two heights ahead, or one height ahead for
+    /// [`SYNC_STALL`].
     fn request_blocks(&mut self) {
-        let Some((peer, best)) = self.sync.best_peer else {
+        let Some((peer, best)) = self.shared.peer_ahead() else {
             return;
         };
-        if best <= self.core.height() + 1 {
+        let height = self.core.height();
+        if self.sync.height != height {
+            self.sync.height = height;
+            self.sync.height_since = Instant::now();
+        }
+        let behind =
+            best >= height + 2 || (best > height && self.sync.height_since.elapsed() >= SYNC_STALL);
+        if !behind {
             return;
         }
         if self
@@ -746,12 +794,18 @@ impl Driver {
             reply,
         };
         if self.channels.network.try_send(request).is_ok() {
+            tracing::debug!(%peer, from = height, best, "sync request");
             self.sync.in_flight_since = Some(Instant::now());
         }
     }
 
     fn on_sync_blocks(&mut self, blocks: Vec<(Block, CommitCertificate)>) -> anyhow::Result<()> {
         self.sync.in_flight_since = None;
+        tracing::debug!(
+            blocks = blocks.len(),
+            height = self.core.height(),
+            "sync response"
+        );
         for (block, certificate) in blocks {
             let height = block.header.height;
             if height != self.core.height() {
@@ -779,8 +833,8 @@ impl Driver {
         let state = if self.shared.peers.load(Ordering::Relaxed) == 0 {
             SyncState::Idle
         } else if self
-            .sync
-            .best_peer
+            .shared
+            .peer_ahead()
             .is_some_and(|(_, best)| best > self.core.height() + 1)
         {
             SyncState::Syncing

@@ -62,8 +62,8 @@ impl NodeHandle {
 
 /// Load the genesis file.
 pub fn load_genesis(path: &Path) -> anyhow::Result<Genesis> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -113,11 +113,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
     metrics.height.set(last_height as i64);
     let p2p_config = P2pConfig::new(
         node_key.seed(),
-        config
-            .p2p
-            .listen_addr
-            .parse()
-            .context("p2p.listen_addr")?,
+        config.p2p.listen_addr.parse().context("p2p.listen_addr")?,
     );
     let mut p2p_config = p2p_config;
     for peer in &config.p2p.persistent_peers {
@@ -149,6 +145,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
         sync: AtomicU8::new(SyncState::Idle as u8),
         peers: AtomicUsize::new(0),
         events: event_sender,
+        peer_ahead: Mutex::new(None),
     });
 
     let (driver_sender, driver_inputs) = tokio::sync::mpsc::channel(DRIVER_QUEUE_MAX);

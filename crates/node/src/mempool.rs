@@ -266,7 +266,10 @@ mod tests {
         assert_eq!(pool.insert(t0.clone(), h0, b0, 5), Ok(()));
         assert_eq!(pool.insert(t0, h0, b0, 5), Err(MempoolRejection::Duplicate));
         let (t1, h1, b1) = tx(&a, 4);
-        assert_eq!(pool.insert(t1, h1, b1, 5), Err(MempoolRejection::StaleNonce));
+        assert_eq!(
+            pool.insert(t1, h1, b1, 5),
+            Err(MempoolRejection::StaleNonce)
+        );
         for n in 6..8 {
             let (t, h, b) = tx(&a, n);
             pool.insert(t, h, b, 5).unwrap();
@@ -282,7 +285,10 @@ mod tests {
 
     #[test]
     fn reap_keeps_nonce_order_and_removal_drops_stale() {
-        let mut pool = pool(100);
+        let mut pool = Mempool::new(MempoolSection {
+            block_txs_max: 10,
+            ..MempoolSection::default()
+        });
         let a = Keypair::from_label("a");
         // Arrive out of order: 2, 0, 1, and 4 (gap at 3).
         for n in [2, 0, 1, 4] {

@@ -99,7 +99,11 @@ impl Metrics {
         };
         let m = metrics.clone();
         registry.register("consensus_height", "Latest committed height", m.height);
-        registry.register("consensus_rounds", "Round of the height in progress", m.round);
+        registry.register(
+            "consensus_rounds",
+            "Round of the height in progress",
+            m.round,
+        );
         registry.register(
             "consensus_block_interval_seconds",
             "Time between consecutive commits",
@@ -125,7 +129,11 @@ impl Metrics {
             "Transactions committed",
             m.committed_txs,
         );
-        registry.register("consensus_evidence", "Equivocation evidence seen", m.evidence);
+        registry.register(
+            "consensus_evidence",
+            "Equivocation evidence seen",
+            m.evidence,
+        );
         registry.register(
             "consensus_dropped_inputs",
             "Consensus inputs not used, by reason",
@@ -147,13 +155,21 @@ impl Metrics {
             m.sign_refusals,
         );
         registry.register("mempool_size", "Pending transactions", m.mempool_size);
-        registry.register("mempool_size_bytes", "Pending transaction bytes", m.mempool_bytes);
+        registry.register(
+            "mempool_size_bytes",
+            "Pending transaction bytes",
+            m.mempool_bytes,
+        );
         registry.register(
             "mempool_rejections",
             "Transactions refused by the mempool, by reason",
             m.mempool_rejections,
         );
-        registry.register("queue_depth", "Items waiting in each named queue", m.queue_depth);
+        registry.register(
+            "queue_depth",
+            "Items waiting in each named queue",
+            m.queue_depth,
+        );
         registry.register(
             "queue_dropped",
             "Items dropped because a named queue was full",
@@ -165,7 +181,11 @@ impl Metrics {
             "Sync status: 0 idle, 1 syncing, 2 synced",
             m.sync_status,
         );
-        registry.register("sync_blocks", "Blocks applied through sync", m.synced_blocks);
+        registry.register(
+            "sync_blocks",
+            "Blocks applied through sync",
+            m.synced_blocks,
+        );
         registry.register(
             "chain_execute_duration_seconds",
             "Time to execute a block",

@@ -25,7 +25,7 @@ pub const SYNC_RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const TX_BATCH_WINDOW: Duration = Duration::from_millis(5);
 /// Admitted transactions waiting to be gossiped.
 pub const TX_GOSSIP_QUEUE_MAX: usize = 65_536;
-/// A message this many heights above ours means we are behind and should sync.
+/// Messages this many heights above ours are not verified: we are behind and sync.
 const AHEAD_HEIGHTS: u64 = 2;
 
 /// The network side's outlets.
@@ -58,11 +58,9 @@ impl NetworkTask {
                         Topic::Txs => self.on_txs(from, &data, &id),
                     };
                     if let Some(verdict) = verdict {
-                        let _ = self.commands.try_send(NetworkCommand::Validate {
-                            id,
-                            from,
-                            verdict,
-                        });
+                        let _ =
+                            self.commands
+                                .try_send(NetworkCommand::Validate { id, from, verdict });
                     }
                 }
                 NetworkEvent::Request {
@@ -96,7 +94,12 @@ impl NetworkTask {
     }
 
     /// Decode and check a consensus message; `None` means the pool will give the verdict.
-    fn on_consensus(&self, from: PeerId, data: &[u8], id: &basalt_p2p::GossipId) -> Option<Verdict> {
+    fn on_consensus(
+        &self,
+        from: PeerId,
+        data: &[u8],
+        id: &basalt_p2p::GossipId,
+    ) -> Option<Verdict> {
         let Ok(message) = ConsensusMessage::from_bytes(data) else {
             return self.invalid("consensus");
         };
@@ -117,9 +120,11 @@ impl NetworkTask {
         if height + 1 < current {
             return Some(Verdict::Ignore); // An old height: nothing to do with it.
         }
+        if height > current {
+            self.shared.saw_peer_height(from, height);
+        }
         if height >= current + AHEAD_HEIGHTS {
-            let _ = self.driver.try_send(DriverInput::PeerAhead { peer: from, height });
-            return Some(Verdict::Ignore);
+            return Some(Verdict::Ignore); // Far ahead: the driver will sync instead.
         }
         let job = VerifyJob::Consensus {
             message,

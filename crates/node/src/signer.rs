@@ -1,9 +1,10 @@
 //! The double-sign guard: the rule that decides whether the validator may sign.
 //!
-//! The last signed (height, round, step, value) is stored durably before any signature
-//! leaves the process. A new message may be signed only if it comes strictly after it,
-//! or is exactly the same message again (re-sending after a restart). Anything else —
-//! an earlier step, or a different value at the same step — is refused.
+//! Every signed (height, round, step, value) is stored durably before the signature leaves
+//! the process. A new message may be signed only if it comes strictly after the last one
+//! signed, or is exactly a message signed before (re-sent after a restart, when the
+//! write-ahead log replays the height). Anything else — a different value for a (height,
+//! round, step) already signed, or a new message before the last one — is refused.
 
 use basalt_storage::SigningState;
 
@@ -18,8 +19,20 @@ pub enum Decision {
     Refuse,
 }
 
-/// Decide whether `next` may be signed after `last`.
-pub fn decide(last: Option<SigningState>, next: SigningState) -> Decision {
+/// Decide whether `next` may be signed, given the last signed message and what was signed
+/// before for the same (height, round, step), if anything.
+pub fn decide(
+    last: Option<SigningState>,
+    same_slot: Option<basalt_types::Hash>,
+    next: SigningState,
+) -> Decision {
+    if let Some(value) = same_slot {
+        return if value == next.value {
+            Decision::SameAgain
+        } else {
+            Decision::Refuse
+        };
+    }
     let Some(last) = last else {
         return Decision::Sign;
     };
@@ -54,19 +67,53 @@ mod tests {
         let prevote_a = state(5, 1, 1, b"a");
         {
             let store = Store::open(&path).unwrap();
-            assert_eq!(decide(store.signing_state().unwrap(), prevote_a), Decision::Sign);
+            assert_eq!(
+                decide(store.signing_state().unwrap(), None, prevote_a),
+                Decision::Sign
+            );
             store.record_signing(&prevote_a).unwrap();
+            let precommit_a = state(5, 1, 2, b"a");
+            store.record_signing(&precommit_a).unwrap();
         }
         // "Restart": a new process opens the same store.
         let store = Store::open(&path).unwrap();
         let last = store.signing_state().unwrap();
-        assert_eq!(last, Some(prevote_a));
-        assert_eq!(decide(last, state(5, 1, 1, b"b")), Decision::Refuse, "conflicting prevote");
-        assert_eq!(decide(last, prevote_a), Decision::SameAgain, "the same prevote again");
-        assert_eq!(decide(last, state(5, 0, 2, b"a")), Decision::Refuse, "an earlier round");
-        assert_eq!(decide(last, state(4, 9, 2, b"a")), Decision::Refuse, "an earlier height");
-        assert_eq!(decide(last, state(5, 1, 2, b"b")), Decision::Sign, "the precommit after");
-        assert_eq!(decide(last, state(5, 2, 0, b"c")), Decision::Sign, "a later round");
+        assert_eq!(last, Some(state(5, 1, 2, b"a")));
+        let signed: std::collections::HashMap<(u32, u8), basalt_types::Hash> =
+            store.signed_at(5).unwrap().into_iter().collect();
+        let check =
+            |next: SigningState| decide(last, signed.get(&(next.round, next.step)).copied(), next);
+        assert_eq!(
+            check(state(5, 1, 1, b"b")),
+            Decision::Refuse,
+            "conflicting prevote"
+        );
+        assert_eq!(
+            check(state(5, 1, 2, b"b")),
+            Decision::Refuse,
+            "conflicting precommit"
+        );
+        assert_eq!(
+            check(prevote_a),
+            Decision::SameAgain,
+            "the same prevote again (replay)"
+        );
+        assert_eq!(
+            check(state(5, 1, 2, b"a")),
+            Decision::SameAgain,
+            "the same precommit again"
+        );
+        assert_eq!(
+            check(state(5, 0, 2, b"a")),
+            Decision::Refuse,
+            "an earlier round"
+        );
+        assert_eq!(
+            check(state(4, 9, 2, b"a")),
+            Decision::Refuse,
+            "an earlier height"
+        );
+        assert_eq!(check(state(5, 2, 0, b"c")), Decision::Sign, "a later round");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

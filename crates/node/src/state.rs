@@ -101,6 +101,9 @@ pub struct Shared {
     pub peers: AtomicUsize,
     /// New blocks and receipts for subscribers.
     pub events: tokio::sync::broadcast::Sender<Arc<BlockEvent>>,
+    /// The highest height a peer has sent consensus messages for, and which peer: the
+    /// network task raises it, the driver syncs from that peer when it stays behind.
+    pub peer_ahead: Mutex<Option<(basalt_p2p::PeerId, u64)>>,
 }
 
 impl Shared {
@@ -130,6 +133,25 @@ impl Shared {
     /// Lock the rejected-hash memory.
     pub fn rejected(&self) -> std::sync::MutexGuard<'_, Rejected> {
         self.rejected
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Note that `peer` talks about `height`.
+    pub fn saw_peer_height(&self, peer: basalt_p2p::PeerId, height: u64) {
+        let mut best = self
+            .peer_ahead
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if best.is_none_or(|(_, h)| height > h) {
+            *best = Some((peer, height));
+        }
+    }
+
+    /// The peer furthest ahead, if any.
+    pub fn peer_ahead(&self) -> Option<(basalt_p2p::PeerId, u64)> {
+        *self
+            .peer_ahead
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }

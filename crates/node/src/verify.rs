@@ -172,7 +172,11 @@ fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
                         .get_or_create(&Metrics::label("topic", "consensus"))
                         .inc();
                     Verdict::Reject
-                } else if out.driver.try_send(DriverInput::Consensus(message)).is_err() {
+                } else if out
+                    .driver
+                    .try_send(DriverInput::Consensus(message))
+                    .is_err()
+                {
                     shared.metrics.dropped("driver");
                     Verdict::Ignore
                 } else {
@@ -196,11 +200,14 @@ fn precheck_tx(
     tx: &SignedTx,
 ) -> Result<(), Rejection> {
     if tx.body.chain_id.as_str() != shared.chain_id {
-        return Err(rejection("wrong_chain_id", format!(
-            "transaction is for chain {:?}, this is {:?}",
-            tx.body.chain_id.as_str(),
-            shared.chain_id
-        )));
+        return Err(rejection(
+            "wrong_chain_id",
+            format!(
+                "transaction is for chain {:?}, this is {:?}",
+                tx.body.chain_id.as_str(),
+                shared.chain_id
+            ),
+        ));
     }
     if encode(tx).len() > TX_BYTES_MAX {
         return Err(rejection("too_large", "transaction exceeds the size limit"));
@@ -330,7 +337,9 @@ fn admit(
             } else {
                 Verdict::Accept
             };
-            let _ = out.network.try_send(NetworkCommand::Validate { id, from, verdict });
+            let _ = out
+                .network
+                .try_send(NetworkCommand::Validate { id, from, verdict });
         }
     }
 }

@@ -32,6 +32,9 @@ const ROOTS: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("state_roots
 const TXS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("txs");
 const SIGNING: TableDefinition<&str, &[u8]> = TableDefinition::new("signing");
 const WAL: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("wal");
+/// Every message signed, by (height, round, step): the signed value. Kept for the current
+/// and previous height so that a restart may re-send exactly what it signed before.
+const SIGNED: TableDefinition<(u64, u32, u8), &[u8; 32]> = TableDefinition::new("signed");
 
 /// Largest stored record (a block with its certificate), used as the decode bound.
 const RECORD_BYTES_MAX: usize = BLOCK_BYTES_MAX * 2;
@@ -143,6 +146,7 @@ impl Store {
         txn.open_table(TXS)?;
         txn.open_table(SIGNING)?;
         txn.open_table(WAL)?;
+        txn.open_table(SIGNED)?;
         txn.commit()?;
         let mut next = 0;
         {
@@ -193,6 +197,8 @@ impl Store {
             }
             txn.open_table(WAL)?
                 .retain(|(entry_height, _), _| entry_height > height)?;
+            txn.open_table(SIGNED)?
+                .retain(|(signed_height, _, _), _| signed_height >= height)?;
         }
         txn.commit()?;
         Ok(())
@@ -239,8 +245,23 @@ impl Store {
         let txn = self.db.begin_write()?;
         txn.open_table(SIGNING)?
             .insert("last", encode(state).as_slice())?;
+        txn.open_table(SIGNED)?
+            .insert((state.height, state.round, state.step), &state.value.0)?;
         txn.commit()?;
         Ok(())
+    }
+
+    /// Everything signed at `height`: (round, step) → value.
+    pub fn signed_at(&self, height: u64) -> Result<Vec<((u32, u8), Hash)>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SIGNED)?;
+        let mut out = Vec::new();
+        for entry in table.range((height, 0, 0)..=(height, u32::MAX, u8::MAX))? {
+            let (key, value) = entry?;
+            let (_, round, step) = key.value();
+            out.push(((round, step), Hash(*value.value())));
+        }
+        Ok(out)
     }
 
     /// The last signing state, if this validator ever signed.
@@ -283,7 +304,9 @@ impl StoreReader {
     pub fn block(&self, height: u64) -> Result<Option<Block>> {
         let table = self.txn.open_table(BLOCKS)?;
         let value = table.get(height)?;
-        value.map(|v| decode_record("blocks", v.value())).transpose()
+        value
+            .map(|v| decode_record("blocks", v.value()))
+            .transpose()
     }
 
     /// The height of the block with id `block_id`.

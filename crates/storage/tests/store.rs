@@ -108,11 +108,18 @@ fn wal_is_cleared_by_a_commit_and_signing_state_persists() {
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(store.signing_state().unwrap().unwrap().round, 3);
-    assert!(store.wal(1).unwrap().len() >= 2, "entries before the fsync survive");
+    assert!(
+        store.wal(1).unwrap().len() >= 2,
+        "entries before the fsync survive"
+    );
     let first = block(1, Hash::ZERO, vec![]);
     store
         .commit_block(&first, &certificate(&first), &[], Hash::ZERO)
         .unwrap();
     assert!(store.wal(1).unwrap().is_empty());
-    assert_eq!(store.wal(2).unwrap(), vec![vec![9]], "later heights are kept");
+    assert_eq!(
+        store.wal(2).unwrap(),
+        vec![vec![9]],
+        "later heights are kept"
+    );
 }

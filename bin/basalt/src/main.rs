@@ -1,5 +1,6 @@
 //! `basalt`: the Basalt command line.
 
+mod bench;
 mod devnet;
 mod init;
 mod node_cmd;
@@ -27,6 +28,9 @@ enum Command {
     /// Sign and send a transaction.
     #[command(subcommand)]
     Tx(tx::TxCommand),
+    /// Run a load against a network and report idle vs. loaded block time, precommit
+    /// latency, completion, latency percentiles, errors and CPU per transaction.
+    Bench(bench::BenchArgs),
     /// Key management.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -65,5 +69,6 @@ fn main() -> anyhow::Result<()> {
         Command::Tx(command) => tx::run(command),
         Command::Keys(KeysCommand::Generate) => init::generate_key(),
         Command::Sim(args) => sim::run(args),
+        Command::Bench(args) => bench::run_bench(args),
     }
 }

@@ -122,6 +122,9 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
             .push(peer.parse().with_context(|| format!("p2p peer {peer}"))?);
     }
     let (network, events) = basalt_p2p::spawn(p2p_config)?;
+    registry.register_collector(Box::new(metrics::P2pCollector {
+        handle: network.clone(),
+    }));
     let (event_sender, _) = tokio::sync::broadcast::channel(EVENTS_QUEUE_MAX);
     let shared = Arc::new(Shared {
         chain_id: genesis.chain_id.clone(),

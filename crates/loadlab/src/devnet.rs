@@ -1,0 +1,122 @@
+//! A throw-away devnet of `basalt node` processes for one bench run.
+
+use anyhow::{bail, Context, Result};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+/// Running validator processes; killed when dropped.
+pub struct Devnet {
+    /// Each node's RPC base URL.
+    pub endpoints: Vec<String>,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+fn free_base_port(validators: usize) -> Result<u16> {
+    for attempt in 0..500u32 {
+        let base = 20_000 + ((std::process::id() * 13 + attempt * 101) % 40_000) as u16;
+        let free = (0..validators).all(|i| {
+            let rpc = base + (i as u16) * 10;
+            TcpListener::bind(("127.0.0.1", rpc)).is_ok()
+                && TcpListener::bind(("127.0.0.1", rpc + 1)).is_ok()
+        });
+        if free {
+            return Ok(base);
+        }
+    }
+    bail!("no free port range for {validators} validators")
+}
+
+impl Devnet {
+    /// Initialise `validators` homes under `dir` and start a node process for each.
+    pub fn start(exe: &Path, validators: usize, dir: &Path, commit_wait_ms: u64) -> Result<Devnet> {
+        let _ = std::fs::remove_dir_all(dir);
+        let base = free_base_port(validators)?;
+        let status = Command::new(exe)
+            .args(["init", "--validators", &validators.to_string()])
+            .args(["--base-port", &base.to_string()])
+            .args(["--commit-wait-ms", &commit_wait_ms.to_string()])
+            .arg("--out")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .status()
+            .context("running basalt init")?;
+        if !status.success() {
+            bail!("basalt init failed");
+        }
+        let mut devnet = Devnet {
+            endpoints: Vec::new(),
+            children: Vec::new(),
+            dir: dir.to_path_buf(),
+        };
+        for i in 0..validators {
+            let home = dir.join(format!("node{i}"));
+            let log = std::fs::File::create(home.join("node.log"))?;
+            let child = Command::new(exe)
+                .env("RUST_LOG", "warn")
+                .arg("node")
+                .arg("--home")
+                .arg(&home)
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .context("starting basalt node")?;
+            devnet.children.push(child);
+            devnet
+                .endpoints
+                .push(format!("http://127.0.0.1:{}", base + (i as u16) * 10));
+        }
+        Ok(devnet)
+    }
+
+    /// Process ids of the validators.
+    pub fn pids(&self) -> Vec<u32> {
+        self.children.iter().map(Child::id).collect()
+    }
+
+    /// Where the homes are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for Devnet {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// CPU time (user + system) of a process so far, in microseconds, from /proc.
+pub fn cpu_time_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which is in parentheses and may contain spaces).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    let ticks_per_second = clock_ticks_per_second();
+    Some((utime + stime) * 1_000_000 / ticks_per_second)
+}
+
+fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .filter(|t| *t > 0)
+        .unwrap_or(100)
+}
+
+/// Resident memory of a process in bytes, from /proc.
+pub fn resident_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}

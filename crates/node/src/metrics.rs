@@ -248,20 +248,76 @@ impl prometheus_client::collector::Collector for P2pCollector {
         use std::sync::atomic::Ordering::Relaxed;
         let stats = self.handle.stats();
         let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 14] = [
-            ("p2p_consensus_received", "Consensus gossip received", &stats.consensus.received),
-            ("p2p_consensus_dropped", "Consensus gossip dropped: event queue full", &stats.consensus.dropped_queue_full),
-            ("p2p_consensus_published", "Consensus gossip published", &stats.consensus.published),
-            ("p2p_txs_received", "Transaction batches received", &stats.txs.received),
-            ("p2p_txs_dropped", "Transaction batches dropped: event queue full", &stats.txs.dropped_queue_full),
-            ("p2p_txs_published", "Transaction batches published", &stats.txs.published),
-            ("p2p_gossip_rejected", "Gossip rejected as invalid", &stats.gossip_rejected),
-            ("p2p_gossip_ignored", "Gossip ignored (not forwarded)", &stats.gossip_ignored),
-            ("p2p_invalid_messages", "Invalid messages from peers", &stats.invalid_messages),
-            ("p2p_peers_banned", "Peers disconnected and banned for invalid messages", &stats.peers_banned),
-            ("p2p_requests_inbound", "Sync requests received", &stats.requests_inbound),
-            ("p2p_requests_inbound_refused", "Sync requests refused (queue full)", &stats.requests_inbound_refused),
-            ("p2p_requests_outbound", "Sync requests sent", &stats.requests_outbound),
-            ("p2p_request_failures", "Sync requests that failed", &stats.request_failures),
+            (
+                "p2p_consensus_received",
+                "Consensus gossip received",
+                &stats.consensus.received,
+            ),
+            (
+                "p2p_consensus_dropped",
+                "Consensus gossip dropped: event queue full",
+                &stats.consensus.dropped_queue_full,
+            ),
+            (
+                "p2p_consensus_published",
+                "Consensus gossip published",
+                &stats.consensus.published,
+            ),
+            (
+                "p2p_txs_received",
+                "Transaction batches received",
+                &stats.txs.received,
+            ),
+            (
+                "p2p_txs_dropped",
+                "Transaction batches dropped: event queue full",
+                &stats.txs.dropped_queue_full,
+            ),
+            (
+                "p2p_txs_published",
+                "Transaction batches published",
+                &stats.txs.published,
+            ),
+            (
+                "p2p_gossip_rejected",
+                "Gossip rejected as invalid",
+                &stats.gossip_rejected,
+            ),
+            (
+                "p2p_gossip_ignored",
+                "Gossip ignored (not forwarded)",
+                &stats.gossip_ignored,
+            ),
+            (
+                "p2p_invalid_messages",
+                "Invalid messages from peers",
+                &stats.invalid_messages,
+            ),
+            (
+                "p2p_peers_banned",
+                "Peers disconnected and banned for invalid messages",
+                &stats.peers_banned,
+            ),
+            (
+                "p2p_requests_inbound",
+                "Sync requests received",
+                &stats.requests_inbound,
+            ),
+            (
+                "p2p_requests_inbound_refused",
+                "Sync requests refused (queue full)",
+                &stats.requests_inbound_refused,
+            ),
+            (
+                "p2p_requests_outbound",
+                "Sync requests sent",
+                &stats.requests_outbound,
+            ),
+            (
+                "p2p_request_failures",
+                "Sync requests that failed",
+                &stats.request_failures,
+            ),
         ];
         for (name, help, value) in counters {
             let counter = ConstCounter::new(value.load(Relaxed));

@@ -69,7 +69,9 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
             args.scenario
         );
     }
-    let _ = args.devnet;
+    if args.devnet && !args.endpoints.is_empty() {
+        bail!("--devnet starts a network for the run; --endpoints uses a running one: pick one");
+    }
     let out = args.out.clone().unwrap_or_else(|| {
         let seconds = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -451,7 +451,6 @@ pub async fn run(config: &BenchConfig, progress: impl Fn(&str)) -> Result<Summar
     let outcomes = Arc::new(Mutex::new(Outcomes::default()));
     let load_start = Instant::now();
     let measure_from = load_start + config.warmup;
-    let cpu_start: Vec<Option<u64>> = pids.iter().map(|p| devnet::cpu_time_us(*p)).collect();
     let mut cpu_at_measure: Option<Vec<Option<u64>>> = None;
     let mut scrapes_at_measure: Option<Vec<Scrape>> = None;
     let mut sent = 0usize;
@@ -625,7 +624,6 @@ pub async fn run(config: &BenchConfig, progress: impl Fn(&str)) -> Result<Summar
             None
         }
     };
-    let _ = cpu_start;
     let mut http = outcomes.http_ms.clone();
     Ok(Summary {
         scenario: "transfer".into(),

@@ -89,29 +89,22 @@ impl NodeApi for Api {
         Some(BlockRecord { block, certificate })
     }
 
-    fn account(&self, address: PublicKey) -> AccountRecord {
+    fn account(&self, address: PublicKey) -> Option<AccountRecord> {
         let app = self.shared.app.load();
         let (account, proof) = match app.account_with_proof(&address) {
             Ok(found) => found,
             Err(error) => {
-                // Only a corrupt in-memory tree gets here; answer with an empty proof that
-                // verifies against nothing rather than fail the request.
                 tracing::error!(%error, "account proof failed");
-                let empty: Option<basalt_app::AccountProof> =
-                    basalt_types::codec::decode(&[0, 0, 0, 0, 0], 5).ok();
-                match empty {
-                    Some(proof) => (None, proof),
-                    None => return self.account(PublicKey::default()),
-                }
+                return None;
             }
         };
-        AccountRecord {
+        Some(AccountRecord {
             exists: account.is_some(),
             account: account.unwrap_or_default(),
             proof,
             state_root: app.state_root(),
             height: app.height(),
-        }
+        })
     }
 
     fn book(&self, market: u32) -> Option<basalt_app::BookView> {

@@ -29,9 +29,10 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     /// A committed block with the certificate that committed it, if this node has it.
     fn block(&self, at: BlockAt) -> Option<BlockRecord>;
 
-    /// An account with a proof against the latest state root. Never fails: an absent
-    /// account comes back as the default account with an exclusion proof.
-    fn account(&self, address: PublicKey) -> AccountRecord;
+    /// An account with a proof against the latest state root: an absent account comes back
+    /// as the default account with an exclusion proof. `None` only when the node cannot
+    /// build a proof (its state tree is unusable); the route answers 500.
+    fn account(&self, address: PublicKey) -> Option<AccountRecord>;
 
     /// A market's order book, or `None` when the market does not exist.
     fn book(&self, market: u32) -> Option<basalt_app::BookView>;

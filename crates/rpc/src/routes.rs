@@ -407,7 +407,9 @@ async fn account<S: NodeApi>(
     let text = path_param(path)?;
     let address = PublicKey::from_hex(&text)
         .ok_or_else(|| ApiError::bad_encoding("an address is 64 hex digits"))?;
-    let record = run_blocking(&shared, move |api| api.account(address)).await?;
+    let record = run_blocking(&shared, move |api| api.account(address))
+        .await?
+        .ok_or_else(|| ApiError::internal("the node could not build an account proof"))?;
     Ok(Json(AccountJson::new(address, &record)))
 }
 

@@ -348,16 +348,16 @@ impl NodeApi for MockNode {
         }
     }
 
-    fn account(&self, address: PublicKey) -> AccountRecord {
+    fn account(&self, address: PublicKey) -> Option<AccountRecord> {
         let app = self.inner.app.lock().unwrap();
         let (account, proof) = app.account_with_proof(&address).unwrap();
-        AccountRecord {
+        Some(AccountRecord {
             exists: account.is_some(),
             account: account.unwrap_or_default(),
             proof,
             state_root: app.state_root(),
             height: app.height(),
-        }
+        })
     }
 
     fn book(&self, market: u32) -> Option<BookView> {

@@ -8,7 +8,7 @@
 
 use crate::chain::{Commit, Executed};
 use crate::config::NodeConfig;
-use crate::messages::ConsensusMessage;
+use crate::messages::{ConsensusGossip, ConsensusMessage};
 use crate::metrics::Metrics;
 use crate::state::{Shared, SyncState};
 use basalt_consensus::{Core, DropReason, Input, Output, Step, Timeout, TimeoutKind};
@@ -137,7 +137,9 @@ pub struct Driver {
     signing: Option<SigningState>,
     /// What was signed at the current height, by (round, step).
     signed: HashMap<(Round, u8), Hash>,
-    own_messages: Vec<Vec<u8>>,
+    own_messages: Vec<ConsensusMessage>,
+    /// Counter that makes every re-send a distinct gossip message.
+    resends: u64,
     replaying: bool,
     channels: DriverChannels,
     step_started: Instant,
@@ -181,6 +183,7 @@ impl Driver {
             signing,
             signed,
             own_messages: Vec::new(),
+            resends: 0,
             replaying: false,
             channels,
             step_started: Instant::now(),
@@ -531,8 +534,13 @@ impl Driver {
     }
 
     fn publish(&mut self, message: ConsensusMessage) {
-        let data = message.to_bytes();
-        self.own_messages.push(data.clone());
+        self.own_messages.push(message.clone());
+        self.send(message, 0);
+    }
+
+    /// Publish `message` with re-send number `resend` (0 = first send).
+    fn send(&mut self, message: ConsensusMessage, resend: u64) {
+        let data = ConsensusGossip { resend, message }.to_bytes();
         if self
             .channels
             .network
@@ -552,11 +560,8 @@ impl Driver {
             .core
             .votes_for(round, VoteKind::Prevote, Some(block_id))
         {
-            let data = ConsensusMessage::Vote(vote).to_bytes();
-            let _ = self.channels.network.try_send(NetworkCommand::Publish {
-                topic: Topic::Consensus,
-                data,
-            });
+            self.resends += 1;
+            self.send(ConsensusMessage::Vote(vote), self.resends);
         }
     }
 
@@ -567,18 +572,9 @@ impl Driver {
         if let Some((valid_round, block_id)) = self.core.valid() {
             self.relay_polka(valid_round, block_id);
         }
-        for data in self.own_messages.clone() {
-            if self
-                .channels
-                .network
-                .try_send(NetworkCommand::Publish {
-                    topic: Topic::Consensus,
-                    data,
-                })
-                .is_err()
-            {
-                self.metrics().dropped("network_commands");
-            }
+        for message in self.own_messages.clone() {
+            self.resends += 1;
+            self.send(message, self.resends);
         }
     }
 

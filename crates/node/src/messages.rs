@@ -24,7 +24,21 @@ pub enum ConsensusMessage {
     Vote(SignedVote),
 }
 
-impl ConsensusMessage {
+/// What travels on the consensus topic: a message and a re-send number.
+///
+/// Gossip ids are content hashes, and gossipsub refuses to publish an id it still has in
+/// its duplicate cache — whose entries only expire when new ids arrive. A re-send of the
+/// same message therefore carries a new `resend` number, so repairing lost messages works
+/// even when the network is otherwise silent (a stalled round).
+#[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
+pub struct ConsensusGossip {
+    /// 0 for the first send; distinct for each re-send.
+    pub resend: u64,
+    /// The message.
+    pub message: ConsensusMessage,
+}
+
+impl ConsensusGossip {
     /// Canonical bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         encode(self)

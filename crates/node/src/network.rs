@@ -4,7 +4,7 @@
 //! batcher.
 
 use crate::driver::DriverInput;
-use crate::messages::{ConsensusMessage, TxBatch, TX_BATCH_MAX};
+use crate::messages::{ConsensusGossip, ConsensusMessage, TxBatch, TX_BATCH_MAX};
 use crate::metrics::Metrics;
 use crate::state::Shared;
 use crate::verify::{TxOrigin, VerifyJob};
@@ -100,7 +100,7 @@ impl NetworkTask {
         data: &[u8],
         id: &basalt_p2p::GossipId,
     ) -> Option<Verdict> {
-        let Ok(message) = ConsensusMessage::from_bytes(data) else {
+        let Ok(ConsensusGossip { message, .. }) = ConsensusGossip::from_bytes(data) else {
             return self.invalid("consensus");
         };
         let validators = self.shared.validators.len();

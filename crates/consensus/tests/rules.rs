@@ -65,6 +65,14 @@ fn proposal(height: Height, round: Round, pol: Option<Round>, id: Hash, by: u16)
     })
 }
 
+fn timeout(kind: TimeoutKind, height: Height, round: Round) -> Input {
+    Input::Timeout(Timeout {
+        kind,
+        height,
+        round,
+    })
+}
+
 fn valid(height: Height, id: Hash, ok: bool) -> Input {
     Input::BlockValidity {
         height,
@@ -194,11 +202,7 @@ fn line_23_locked_validator_prevotes_nil_for_another_fresh_value() {
     let (mut core, _) = started(0);
     lock_on(&mut core, 0, A);
     // Round 0 ends without decision; round 1's proposer (2) proposes B fresh.
-    core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    core.step(timeout(TimeoutKind::Precommit, 1, 0));
     assert_eq!(core.round(), 1);
     let out = feed(
         &mut core,
@@ -219,11 +223,7 @@ fn line_23_switch_off_makes_a_locked_validator_prevote_another_value() {
     );
     core.step(Input::StartHeight(1));
     lock_on(&mut core, 0, A);
-    core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    core.step(timeout(TimeoutKind::Precommit, 1, 0));
     let out = feed(
         &mut core,
         vec![proposal(1, 1, None, B, 2), valid(1, B, true)],
@@ -236,22 +236,14 @@ fn lines_28_30_reproposal_with_a_later_polka_unlocks() {
     let (mut core, _) = started(0);
     lock_on(&mut core, 0, A);
     // Round 1: B gets a polka that validator 0 sees, but no precommit quorum.
-    core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    core.step(timeout(TimeoutKind::Precommit, 1, 0));
     feed(
         &mut core,
         (1..4)
             .map(|v| vote(VoteKind::Prevote, 1, 1, Some(B), v))
             .collect(),
     );
-    core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 1,
-    }));
+    core.step(timeout(TimeoutKind::Precommit, 1, 1));
     assert_eq!(core.round(), 2);
     // Round 2's proposer (3) re-proposes B with vr = 1 ≥ lockedRound 0: prevote B.
     let out = feed(
@@ -271,18 +263,10 @@ fn lines_29_32_reproposal_older_than_the_lock_gets_nil() {
             .map(|v| vote(VoteKind::Prevote, 1, 0, Some(B), v))
             .collect(),
     );
-    core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    core.step(timeout(TimeoutKind::Precommit, 1, 0));
     // Round 1: lock on A.
     lock_on(&mut core, 1, A);
-    core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 1,
-    }));
+    core.step(timeout(TimeoutKind::Precommit, 1, 1));
     // Round 2: B re-proposed with vr = 0 < lockedRound 1: nil.
     let out = feed(
         &mut core,
@@ -294,11 +278,7 @@ fn lines_29_32_reproposal_older_than_the_lock_gets_nil() {
 #[test]
 fn line_28_reproposal_waits_for_the_polka_it_claims() {
     let (mut core, _) = started(0);
-    core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    core.step(timeout(TimeoutKind::Precommit, 1, 0));
     let out = feed(
         &mut core,
         vec![proposal(1, 1, Some(0), B, 2), valid(1, B, true)],
@@ -348,11 +328,7 @@ fn lines_42_43_polka_seen_after_precommit_updates_valid_only() {
         &mut core,
         vec![proposal(1, 0, None, A, 1), valid(1, A, true)],
     );
-    core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Prevote,
-        height: 1,
-        round: 0,
-    }));
+    core.step(timeout(TimeoutKind::Prevote, 1, 0));
     assert_eq!(
         core.current_step(),
         Step::Precommit,
@@ -449,11 +425,7 @@ fn line_49_decides_for_an_earlier_round() {
         &mut core,
         vec![proposal(1, 0, None, A, 1), valid(1, A, true)],
     );
-    core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    core.step(timeout(TimeoutKind::Precommit, 1, 0));
     assert_eq!(core.round(), 1);
     let out = feed(
         &mut core,
@@ -482,11 +454,7 @@ fn commit_wait_delays_the_next_height() {
     assert_eq!(timeouts(&out), vec![(TimeoutKind::Commit, 0, 50)]);
     assert_eq!(core.current_step(), Step::Commit);
     assert_eq!(core.height(), 1);
-    core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Commit,
-        height: 1,
-        round: 0,
-    }));
+    core.step(timeout(TimeoutKind::Commit, 1, 0));
     assert_eq!(core.height(), 2);
 }
 
@@ -507,31 +475,15 @@ fn line_55_f_plus_one_in_a_higher_round_skips_to_it() {
 #[test]
 fn lines_57_67_timeouts_move_the_round_on_and_grow_with_it() {
     let (mut core, _) = started(0);
-    let out = core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Propose,
-        height: 1,
-        round: 0,
-    }));
+    let out = core.step(timeout(TimeoutKind::Propose, 1, 0));
     assert_eq!(votes_cast(&out), vec![(VoteKind::Prevote, None)]);
-    let out = core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Prevote,
-        height: 1,
-        round: 0,
-    }));
+    let out = core.step(timeout(TimeoutKind::Prevote, 1, 0));
     assert_eq!(votes_cast(&out), vec![(VoteKind::Precommit, None)]);
-    let out = core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    let out = core.step(timeout(TimeoutKind::Precommit, 1, 0));
     assert_eq!(core.round(), 1);
     assert_eq!(timeouts(&out), vec![(TimeoutKind::Propose, 1, 1500)]);
     // A stale timeout does nothing.
-    let out = core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Propose,
-        height: 1,
-        round: 0,
-    }));
+    let out = core.step(timeout(TimeoutKind::Propose, 1, 0));
     assert_eq!(out, vec![Output::Dropped(DropReason::Stale)]);
 }
 
@@ -550,11 +502,7 @@ fn proposer_reproposes_its_valid_value_with_pol_round() {
             .to_vec(),
     );
     assert_eq!(core.valid(), Some((0, A)));
-    let out = core.step(Input::Timeout(Timeout {
-        kind: TimeoutKind::Precommit,
-        height: 1,
-        round: 0,
-    }));
+    let out = core.step(timeout(TimeoutKind::Precommit, 1, 0));
     assert!(out.contains(&Output::Propose(Proposal {
         height: 1,
         round: 1,

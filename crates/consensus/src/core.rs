@@ -152,6 +152,24 @@ impl Core {
             })
     }
 
+    /// A block of this height with 2f+1 precommits in some round whose proposal this core
+    /// has not received: the rest of the network decided it, and the host should fetch it
+    /// by hash (one fetch per block, never one per vote).
+    pub fn decided_without_proposal(&self) -> Option<(Round, Hash)> {
+        if self.decided {
+            return None;
+        }
+        self.rounds.iter().find_map(|(round, state)| {
+            let proposed = state.proposal.map(|p| p.proposal.block_id);
+            state
+                .precommits
+                .values_with(|power| self.validators.is_quorum(power))
+                .into_iter()
+                .find(|id| Some(*id) != proposed)
+                .map(|id| (*round, id))
+        })
+    }
+
     /// Messages waiting for a later height.
     pub fn future_buffered(&self) -> usize {
         self.future.len()

@@ -76,6 +76,14 @@ impl VoteSet {
         self.power_any
     }
 
+    /// Values (never nil) that `is_quorum` says have enough power.
+    pub fn values_with(&self, is_quorum: impl Fn(u64) -> bool) -> Vec<Hash> {
+        self.power_by_value
+            .iter()
+            .filter_map(|(value, power)| value.filter(|_| is_quorum(*power)))
+            .collect()
+    }
+
     /// Validators that voted.
     pub fn voters(&self) -> impl Iterator<Item = ValidatorIndex> + '_ {
         self.votes.keys().copied()

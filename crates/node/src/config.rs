@@ -116,6 +116,40 @@ impl Default for MempoolSection {
     }
 }
 
+/// Flood protections (seeds 000 and 001). Each can be switched off only to measure what it
+/// prevents (`basalt bench` before/after runs); never in production.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtectionsSection {
+    /// The consensus driver takes at most 64 network inputs per turn before it looks at
+    /// its timers again (off: it drains its whole queue first).
+    pub bounded_drain: bool,
+    /// The pending buffer holds at most 1024 messages (off: unbounded).
+    pub pending_cap: bool,
+    /// Block fetches are de-duplicated and at most 8 are in flight, and only a quorum of
+    /// precommits for an unknown block fetches it (off: every vote for an unknown block
+    /// fires a fetch).
+    pub fetch_cap: bool,
+    /// While syncing, consensus messages wait in the pending buffer; with no peers, gossip
+    /// is dropped (off: everything is processed at once).
+    pub sync_gating: bool,
+    /// Messages for heights beyond the window, or rounds beyond the core's window, are
+    /// dropped before their signatures are checked (off: everything is verified).
+    pub early_drop: bool,
+}
+
+impl Default for ProtectionsSection {
+    fn default() -> Self {
+        ProtectionsSection {
+            bounded_drain: true,
+            pending_cap: true,
+            fetch_cap: true,
+            sync_gating: true,
+            early_drop: true,
+        }
+    }
+}
+
 /// The whole `config.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -130,6 +164,8 @@ pub struct NodeConfig {
     pub rpc: RpcSection,
     /// Mempool.
     pub mempool: MempoolSection,
+    /// Flood protections.
+    pub protections: ProtectionsSection,
 }
 
 /// Files of a node home, laid out as CometBFT operators expect.
@@ -296,6 +332,19 @@ per_sender_max = {mp}
 # Most transactions, and transaction bytes, a proposer puts into one block.
 block_txs_max = {mbt}
 block_bytes_max = {mbb}
+
+[protections]
+# Flood protections (seeds 000/001). Switch one off only to measure what it prevents.
+# The consensus driver takes at most 64 network inputs per turn before its timers.
+bounded_drain = {pbd}
+# The pending buffer (future heights; everything while syncing) holds at most 1024.
+pending_cap = {ppc}
+# Block fetches de-duplicated, at most 8 in flight, one per unknown decided block.
+fetch_cap = {pfc}
+# While syncing consensus messages wait; with no peers gossip is dropped.
+sync_gating = {psg}
+# Far-future heights and rounds dropped before signature checks.
+early_drop = {ped}
 "#,
             moniker = self.moniker,
             tp = c.timeout_propose_ms,
@@ -318,6 +367,11 @@ block_bytes_max = {mbb}
             mp = m.per_sender_max,
             mbt = m.block_txs_max,
             mbb = m.block_bytes_max,
+            pbd = self.protections.bounded_drain,
+            ppc = self.protections.pending_cap,
+            pfc = self.protections.fetch_cap,
+            psg = self.protections.sync_gating,
+            ped = self.protections.early_drop,
         )
     }
 }

@@ -7,12 +7,14 @@
 //! a restart rebuilds the same locks and never signs a conflicting message.
 
 use crate::chain::{Commit, Executed};
-use crate::config::NodeConfig;
+use crate::config::{NodeConfig, ProtectionsSection};
+use crate::fetch::{FetchEnd, FetchKey, FetchTracker, FETCH_IN_FLIGHT_MAX, FETCH_TIMEOUT};
 use crate::messages::{ConsensusGossip, ConsensusMessage};
 use crate::metrics::Metrics;
+use crate::pending::{self, BufferReason, PendingBuffer, PENDING_MAX};
 use crate::state::{Shared, SyncState};
 use basalt_consensus::{Core, DropReason, Input, Output, Step, Timeout, TimeoutKind};
-use basalt_p2p::{NetworkCommand, SyncRequest, Topic};
+use basalt_p2p::{NetworkCommand, PeerId, RequestToken, SyncRequest, Topic};
 use basalt_storage::SigningState;
 use basalt_types::block::txs_root;
 use basalt_types::codec::{decode, encode};
@@ -35,20 +37,24 @@ pub const DRIVER_INPUTS_PER_TURN: usize = 64;
 pub const DRIVER_QUEUE_MAX: usize = 4096;
 /// Blocks requested per sync request.
 pub const SYNC_BLOCKS_PER_REQUEST: u32 = 32;
-/// A sync request without answer after this long is given up.
-pub const SYNC_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a failed fetch, the same fetch waits this long before it is tried again.
+pub const FETCH_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// How far ahead of our clock a block's time may be.
 pub const BLOCK_TIME_DRIFT_MAX_MS: u64 = 5_000;
 
 /// What the driver receives from the network side.
 #[derive(Debug)]
 pub enum DriverInput {
-    /// A consensus message whose signatures the verification pool checked.
-    Consensus(ConsensusMessage),
-    /// Blocks returned by a sync request.
-    SyncBlocks(Vec<(Block, CommitCertificate)>),
-    /// A sync request failed.
-    SyncFailed,
+    /// A consensus message whose signatures the verification pool checked, and the peer
+    /// it came from.
+    Consensus(ConsensusMessage, PeerId),
+    /// The answer to a block fetch: the blocks, or `None` when it failed.
+    SyncResponse {
+        /// The request it answers.
+        token: RequestToken,
+        /// Decided blocks with their certificates; `None` when the request failed.
+        blocks: Option<Vec<(Block, CommitCertificate)>>,
+    },
 }
 
 /// A consensus input as logged in the write-ahead log.
@@ -112,7 +118,6 @@ pub struct DriverChannels {
 }
 
 struct SyncTracker {
-    in_flight_since: Option<Instant>,
     /// When the height being decided last changed.
     height_since: Instant,
     height: Height,
@@ -147,6 +152,21 @@ pub struct Driver {
     prevote_entered: Option<Instant>,
     last_commit_at: Option<Instant>,
     sync: SyncTracker,
+    /// Consensus messages that cannot be processed yet.
+    pending: PendingBuffer,
+    /// Set when the pending buffer should be replayed (height/round advance, import, end of
+    /// sync).
+    replay_due: bool,
+    /// The (height, round) consensus was at after the last input.
+    last_slot: (Height, Round),
+    fetches: FetchTracker<RequestToken>,
+    /// Tokens of sent fetches, not yet known.
+    fetch_tokens: Vec<(FetchKey, tokio::sync::oneshot::Receiver<RequestToken>)>,
+    /// Failed fetches wait before they are tried again.
+    fetch_retry_after: HashMap<FetchKey, Instant>,
+    protections: ProtectionsSection,
+    /// A timer this late counts as a stall.
+    stall_threshold: Duration,
 }
 
 impl Driver {
@@ -191,10 +211,21 @@ impl Driver {
             prevote_entered: None,
             last_commit_at: None,
             sync: SyncTracker {
-                in_flight_since: None,
                 height_since: Instant::now(),
                 height: 0,
             },
+            pending: PendingBuffer::new(if config.protections.pending_cap {
+                PENDING_MAX
+            } else {
+                usize::MAX
+            }),
+            replay_due: false,
+            last_slot: (0, 0),
+            fetches: FetchTracker::new(FETCH_IN_FLIGHT_MAX, FETCH_TIMEOUT),
+            fetch_tokens: Vec::new(),
+            fetch_retry_after: HashMap::new(),
+            protections: config.protections.clone(),
+            stall_threshold: Duration::from_millis(config.consensus.timeout_propose_ms.max(1)),
             shared,
         })
     }
@@ -274,9 +305,11 @@ impl Driver {
                     break;
                 }
                 self.timers.pop();
-                self.metrics()
-                    .timer_lag
-                    .observe(now.saturating_duration_since(deadline).as_secs_f64());
+                let lag = now.saturating_duration_since(deadline);
+                self.metrics().timer_lag.observe(lag.as_secs_f64());
+                if lag > self.stall_threshold {
+                    self.metrics().driver_stalls.inc();
+                }
                 self.log(&WalEntry::Timeout {
                     kind: timeout_kind_code(timeout.kind),
                     height: timeout.height,
@@ -289,12 +322,23 @@ impl Driver {
                 self.on_executed(executed)?;
             }
             // 3. A bounded number of network inputs.
-            for _ in 0..DRIVER_INPUTS_PER_TURN {
+            let bound = if self.protections.bounded_drain {
+                DRIVER_INPUTS_PER_TURN
+            } else {
+                usize::MAX
+            };
+            let mut taken = 0;
+            while taken < bound {
                 match self.channels.inputs.try_recv() {
                     Ok(input) => self.on_input(input)?,
                     Err(_) => break,
                 }
+                taken += 1;
             }
+            if taken > 0 {
+                self.metrics().driver_turn_inputs.observe(taken as f64);
+            }
+            self.replay_pending()?;
             self.metrics().depth("driver", self.channels.inputs.len());
             if Instant::now() >= rebroadcast_at {
                 self.rebroadcast();
@@ -331,11 +375,98 @@ impl Driver {
 
     fn on_input(&mut self, input: DriverInput) -> anyhow::Result<()> {
         match input {
-            DriverInput::Consensus(ConsensusMessage::Vote(vote)) => {
+            DriverInput::Consensus(message, from) => {
+                let (height, _) = pending::slot(&message);
+                let current = self.core.height();
+                let syncing =
+                    self.protections.sync_gating && self.shared.sync_state() == SyncState::Syncing;
+                if height > current {
+                    self.buffer(message, BufferReason::FutureHeight);
+                    return Ok(());
+                }
+                if height == current && syncing {
+                    self.buffer(message, BufferReason::Syncing);
+                    return Ok(());
+                }
+                if !self.protections.fetch_cap {
+                    self.fetch_for_every_unknown_vote(&message, from);
+                }
+                self.consume(message)
+            }
+            DriverInput::SyncResponse { token, blocks } => {
+                self.resolve_fetch_tokens();
+                if let Some(key) = self.fetches.finish(token) {
+                    let end = if blocks.is_some() {
+                        FetchEnd::Answered
+                    } else {
+                        self.fetch_retry_after
+                            .insert(key, Instant::now() + FETCH_RETRY_BACKOFF);
+                        FetchEnd::Failed
+                    };
+                    self.fetch_ended(key, end);
+                }
+                match blocks {
+                    Some(blocks) => self.on_sync_blocks(blocks),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Put `message` into the pending buffer (evicting the oldest when full).
+    fn buffer(&mut self, message: ConsensusMessage, reason: BufferReason) {
+        let kind = pending::kind(&message);
+        self.metrics()
+            .pending_buffered
+            .get_or_create(&Metrics::labels(&[
+                ("kind", kind),
+                ("reason", reason.name()),
+            ]))
+            .inc();
+        if let Some(evicted) = self.pending.push(message) {
+            self.metrics()
+                .pending_evicted
+                .get_or_create(&Metrics::label("kind", pending::kind(&evicted)))
+                .inc();
+        }
+        self.metrics().pending_size.set(self.pending.len() as i64);
+    }
+
+    /// Replay the pending buffer if consensus moved since the last replay.
+    fn replay_pending(&mut self) -> anyhow::Result<()> {
+        while std::mem::take(&mut self.replay_due) && !self.pending.is_empty() {
+            let height = self.core.height();
+            let syncing =
+                self.protections.sync_gating && self.shared.sync_state() == SyncState::Syncing;
+            let (ready, outcomes) = self
+                .pending
+                .replay(|m| pending::replay_outcome(m, height, syncing));
+            for (kind, outcome) in outcomes {
+                self.metrics()
+                    .pending_replayed
+                    .get_or_create(&Metrics::labels(&[
+                        ("kind", kind),
+                        ("outcome", outcome.name()),
+                    ]))
+                    .inc();
+            }
+            for message in ready {
+                self.consume(message)?;
+            }
+        }
+        self.replay_due = false;
+        self.metrics().pending_size.set(self.pending.len() as i64);
+        Ok(())
+    }
+
+    /// Hand a consensus message of the current height to the core.
+    fn consume(&mut self, message: ConsensusMessage) -> anyhow::Result<()> {
+        match message {
+            ConsensusMessage::Vote(vote) => {
                 self.log(&WalEntry::Vote(vote));
                 self.process(Input::Vote(vote))
             }
-            DriverInput::Consensus(ConsensusMessage::Proposal { proposal, block }) => {
+            ConsensusMessage::Proposal { proposal, block } => {
                 let block_id = block.id();
                 if block_id != proposal.proposal.block_id {
                     return Ok(());
@@ -346,12 +477,6 @@ impl Driver {
                 }
                 self.log(&WalEntry::Proposal(proposal));
                 self.process(Input::Proposal(proposal))
-            }
-            DriverInput::SyncBlocks(blocks) => self.on_sync_blocks(blocks),
-            DriverInput::SyncFailed => {
-                tracing::debug!("sync request failed");
-                self.sync.in_flight_since = None;
-                Ok(())
             }
         }
     }
@@ -380,10 +505,29 @@ impl Driver {
                 self.on_output(output, &mut queue)?;
             }
         }
+        let slot = (self.core.height(), self.core.round());
+        if slot != self.last_slot {
+            if slot.0 != self.last_slot.0 {
+                self.on_height_changed(slot.0);
+            }
+            self.last_slot = slot;
+            self.replay_due = true;
+        }
         self.shared
             .consensus_height
             .store(self.core.height(), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Fetches for earlier heights are no longer needed.
+    fn on_height_changed(&mut self, height: Height) {
+        self.fetch_retry_after.clear();
+        let cancelled = self
+            .fetches
+            .cancel_unless(|key| matches!(key, FetchKey::Range(from) if from >= height));
+        for key in cancelled {
+            self.fetch_ended(key, FetchEnd::Cancelled);
+        }
     }
 
     fn on_output(&mut self, output: Output, queue: &mut VecDeque<Input>) -> anyhow::Result<()> {
@@ -753,50 +897,154 @@ impl Driver {
             return Ok(());
         }
         self.executed = executed;
+        self.replay_due = true;
         self.try_get_value()?;
         self.try_validate()
     }
 
-    /// Fetch blocks when a peer is two heights ahead, or one height ahead for
-    /// [`SYNC_STALL`].
+    /// Fetch what consensus cannot get from gossip: decided blocks by range when a peer is
+    /// two heights ahead (or one height ahead for [`SYNC_STALL`]), and by hash a block that
+    /// 2f+1 precommits decided but whose proposal never arrived. Every fetch goes through
+    /// the tracker: de-duplicated, capped, timed out.
     fn request_blocks(&mut self) {
+        let now = Instant::now();
+        for key in self.fetches.expire(now) {
+            self.fetch_tokens.retain(|(k, _)| *k != key);
+            self.fetch_retry_after
+                .insert(key, now + FETCH_RETRY_BACKOFF);
+            self.fetch_ended(key, FetchEnd::TimedOut);
+        }
         let Some((peer, best)) = self.shared.peer_ahead() else {
             return;
         };
         let height = self.core.height();
+        if let Some((_, block_id)) = self.core.decided_without_proposal() {
+            if !self.blocks.contains_key(&block_id) {
+                self.fetch(
+                    FetchKey::ByHash(block_id),
+                    peer,
+                    SyncRequest::BlockByHash(block_id),
+                );
+            }
+        }
         if self.sync.height != height {
             self.sync.height = height;
-            self.sync.height_since = Instant::now();
+            self.sync.height_since = now;
         }
         let behind =
             best >= height + 2 || (best > height && self.sync.height_since.elapsed() >= SYNC_STALL);
-        if !behind {
-            return;
-        }
-        if self
-            .sync
-            .in_flight_since
-            .is_some_and(|since| since.elapsed() < SYNC_REQUEST_TIMEOUT)
-        {
-            return;
-        }
-        let (reply, _) = tokio::sync::oneshot::channel();
-        let request = NetworkCommand::Request {
-            peer,
-            request: SyncRequest::BlocksByRange {
-                from_height: self.core.height(),
+        if behind {
+            let request = SyncRequest::BlocksByRange {
+                from_height: height,
                 count: SYNC_BLOCKS_PER_REQUEST,
-            },
-            reply,
-        };
-        if self.channels.network.try_send(request).is_ok() {
-            tracing::debug!(%peer, from = height, best, "sync request");
-            self.sync.in_flight_since = Some(Instant::now());
+            };
+            self.fetch(FetchKey::Range(height), peer, request);
         }
     }
 
+    /// Start a fetch if the tracker allows it; refusals are counted, never queued.
+    fn fetch(&mut self, key: FetchKey, peer: PeerId, request: SyncRequest) {
+        if self
+            .fetch_retry_after
+            .get(&key)
+            .is_some_and(|after| Instant::now() < *after)
+        {
+            return;
+        }
+        if let Err(refusal) = self.fetches.start(key, Instant::now()) {
+            // A duplicate of a fetch in flight is the normal case (asked again each turn);
+            // only cap refusals say something about load.
+            if refusal == crate::fetch::Refusal::Cap {
+                self.metrics()
+                    .fetch_refused
+                    .get_or_create(&Metrics::labels(&[
+                        ("kind", key.kind()),
+                        ("reason", refusal.name()),
+                    ]))
+                    .inc();
+            }
+            return;
+        }
+        let (reply, token) = tokio::sync::oneshot::channel();
+        let command = NetworkCommand::Request {
+            peer,
+            request,
+            reply,
+        };
+        if self.channels.network.try_send(command).is_err() {
+            self.fetches.abandon(key);
+            self.metrics().dropped("network_commands");
+            return;
+        }
+        tracing::debug!(%peer, ?key, "fetch");
+        self.fetch_tokens.push((key, token));
+        self.metrics()
+            .fetch_started
+            .get_or_create(&Metrics::label("kind", key.kind()))
+            .inc();
+        self.metrics()
+            .fetch_in_flight
+            .set(self.fetches.len() as i64);
+    }
+
+    /// Learn the tokens of sent fetches (the p2p task hands them back once it sent them).
+    fn resolve_fetch_tokens(&mut self) {
+        let mut unresolved = Vec::new();
+        for (key, mut receiver) in std::mem::take(&mut self.fetch_tokens) {
+            match receiver.try_recv() {
+                Ok(token) => self.fetches.set_token(key, token),
+                Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {
+                    unresolved.push((key, receiver));
+                }
+                // The p2p task is gone; the fetch times out.
+                Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {}
+            }
+        }
+        self.fetch_tokens = unresolved;
+    }
+
+    fn fetch_ended(&mut self, key: FetchKey, end: FetchEnd) {
+        self.metrics()
+            .fetch_ended
+            .get_or_create(&Metrics::labels(&[
+                ("kind", key.kind()),
+                ("outcome", end.name()),
+            ]))
+            .inc();
+        self.metrics()
+            .fetch_in_flight
+            .set(self.fetches.len() as i64);
+    }
+
+    /// Protections off (`fetch_cap = false`): seed 001's behaviour, one untracked fetch per
+    /// vote for a block this node does not hold. Only for before/after measurements.
+    fn fetch_for_every_unknown_vote(&mut self, message: &ConsensusMessage, from: PeerId) {
+        let ConsensusMessage::Vote(vote) = message else {
+            return;
+        };
+        let Some(block_id) = vote.vote.block_id else {
+            return;
+        };
+        if self.blocks.contains_key(&block_id) {
+            return;
+        }
+        let (reply, _) = tokio::sync::oneshot::channel();
+        let command = NetworkCommand::Request {
+            peer: from,
+            request: SyncRequest::BlockByHash(block_id),
+            reply,
+        };
+        if self.channels.network.try_send(command).is_err() {
+            self.metrics().dropped("network_commands");
+            return;
+        }
+        self.metrics()
+            .fetch_started
+            .get_or_create(&Metrics::label("kind", "hash_untracked"))
+            .inc();
+    }
+
     fn on_sync_blocks(&mut self, blocks: Vec<(Block, CommitCertificate)>) -> anyhow::Result<()> {
-        self.sync.in_flight_since = None;
         tracing::debug!(
             blocks = blocks.len(),
             height = self.core.height(),
@@ -839,6 +1087,7 @@ impl Driver {
         };
         if state != self.shared.sync_state() {
             self.shared.set_sync_state(state);
+            self.replay_due = true;
         }
     }
 }

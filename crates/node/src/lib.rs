@@ -10,10 +10,12 @@ pub mod api;
 pub mod chain;
 pub mod config;
 pub mod driver;
+pub mod fetch;
 pub mod mempool;
 pub mod messages;
 pub mod metrics;
 pub mod network;
+pub mod pending;
 pub mod signer;
 pub mod state;
 pub mod verify;
@@ -221,6 +223,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
             commands: commands.clone(),
             verify: verify_sender.clone(),
             driver: driver_sender,
+            protections: config.protections.clone(),
         }
         .run(events),
     );

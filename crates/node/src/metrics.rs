@@ -67,6 +67,28 @@ pub struct Metrics {
     pub signatures_verified: Family<Labels, Counter>,
     /// Gossip messages that failed decoding or checks, by topic.
     pub gossip_invalid: Family<Labels, Counter>,
+    /// Consensus messages put into the pending buffer, by kind and reason.
+    pub pending_buffered: Family<Labels, Counter>,
+    /// Pending-buffer entries evicted (oldest first) by a push into a full buffer, by kind.
+    pub pending_evicted: Family<Labels, Counter>,
+    /// Pending-buffer replays, by kind and outcome (accepted, rebuffered, dropped).
+    pub pending_replayed: Family<Labels, Counter>,
+    /// Messages in the pending buffer.
+    pub pending_size: Gauge,
+    /// Block fetches in flight.
+    pub fetch_in_flight: Gauge,
+    /// Block fetches started, by kind (range, hash).
+    pub fetch_started: Family<Labels, Counter>,
+    /// Block fetches refused at once, by kind and reason (duplicate, inflight_cap).
+    pub fetch_refused: Family<Labels, Counter>,
+    /// Block fetches ended, by kind and outcome (answered, failed, timed_out, cancelled).
+    pub fetch_ended: Family<Labels, Counter>,
+    /// Gossip dropped before verification, by reason and sync state.
+    pub gossip_dropped: Family<Labels, Counter>,
+    /// Driver turns in which a timer fired more than one propose timeout late.
+    pub driver_stalls: Counter,
+    /// Network inputs handled per driver turn.
+    pub driver_turn_inputs: Histogram,
 }
 
 impl Metrics {
@@ -97,6 +119,17 @@ impl Metrics {
             persist_duration: latency_histogram(),
             signatures_verified: Family::default(),
             gossip_invalid: Family::default(),
+            pending_buffered: Family::default(),
+            pending_evicted: Family::default(),
+            pending_replayed: Family::default(),
+            pending_size: Gauge::default(),
+            fetch_in_flight: Gauge::default(),
+            fetch_started: Family::default(),
+            fetch_refused: Family::default(),
+            fetch_ended: Family::default(),
+            gossip_dropped: Family::default(),
+            driver_stalls: Counter::default(),
+            driver_turn_inputs: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
         };
         let m = metrics.clone();
         registry.register("consensus_height", "Latest committed height", m.height);
@@ -207,6 +240,61 @@ impl Metrics {
             "Gossip messages that failed decoding or checks, by topic",
             m.gossip_invalid,
         );
+        registry.register(
+            "pending_buffered",
+            "Consensus messages put into the pending buffer, by kind and reason",
+            m.pending_buffered,
+        );
+        registry.register(
+            "pending_evicted",
+            "Pending-buffer entries evicted by a push into the full buffer, by kind",
+            m.pending_evicted,
+        );
+        registry.register(
+            "pending_replayed",
+            "Pending-buffer replays by kind and outcome",
+            m.pending_replayed,
+        );
+        registry.register(
+            "pending_size",
+            "Messages in the pending buffer",
+            m.pending_size,
+        );
+        registry.register(
+            "fetch_in_flight",
+            "Block fetches in flight",
+            m.fetch_in_flight,
+        );
+        registry.register(
+            "fetch_started",
+            "Block fetches started, by kind",
+            m.fetch_started,
+        );
+        registry.register(
+            "fetch_refused",
+            "Block fetches refused at once, by kind and reason",
+            m.fetch_refused,
+        );
+        registry.register(
+            "fetch_ended",
+            "Block fetches ended, by kind and outcome",
+            m.fetch_ended,
+        );
+        registry.register(
+            "gossip_dropped",
+            "Gossip dropped before verification, by reason and sync state",
+            m.gossip_dropped,
+        );
+        registry.register(
+            "consensus_driver_stalls",
+            "Driver turns in which a timer fired more than one propose timeout late",
+            m.driver_stalls,
+        );
+        registry.register(
+            "consensus_driver_turn_inputs",
+            "Network inputs handled per driver turn",
+            m.driver_turn_inputs,
+        );
         metrics
     }
 
@@ -220,6 +308,11 @@ impl Metrics {
         self.queue_dropped
             .get_or_create(&Self::label("queue", queue))
             .inc();
+    }
+
+    /// Labels from pairs.
+    pub fn labels(pairs: &[(&'static str, &str)]) -> Labels {
+        pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
     }
 
     /// Set the depth of the named queue.

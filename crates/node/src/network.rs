@@ -6,8 +6,10 @@
 use crate::driver::DriverInput;
 use crate::messages::{ConsensusGossip, ConsensusMessage, TxBatch, TX_BATCH_MAX};
 use crate::metrics::Metrics;
-use crate::state::Shared;
+use crate::pending::FUTURE_HEIGHTS_WINDOW;
+use crate::state::{Shared, SyncState};
 use crate::verify::{TxOrigin, VerifyJob};
+use basalt_consensus::ROUNDS_AHEAD_MAX;
 use basalt_p2p::{NetworkCommand, NetworkEvent, NetworkHandle, SyncRequest, SyncResponse, Topic};
 use basalt_p2p::{PeerId, Verdict};
 use basalt_types::BoundedVec;
@@ -25,8 +27,11 @@ pub const SYNC_RESPONSE_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const TX_BATCH_WINDOW: Duration = Duration::from_millis(5);
 /// Admitted transactions waiting to be gossiped.
 pub const TX_GOSSIP_QUEUE_MAX: usize = 65_536;
-/// Messages this many heights above ours are not verified: we are behind and sync.
-const AHEAD_HEIGHTS: u64 = 2;
+/// Consensus messages remembered (by content, re-send number excluded) so that re-sends of
+/// a message already handed to verification are not verified again.
+pub const SEEN_MESSAGES_MAX: usize = 16_384;
+/// Bytes of the re-send number at the start of a [`ConsensusGossip`].
+const RESEND_BYTES: usize = 8;
 
 /// The network side's outlets.
 pub struct NetworkTask {
@@ -40,11 +45,53 @@ pub struct NetworkTask {
     pub verify: crossbeam_channel::Sender<VerifyJob>,
     /// Inputs for the driver (sync hints and results).
     pub driver: mpsc::Sender<DriverInput>,
+    /// Flood protections.
+    pub protections: crate::config::ProtectionsSection,
+}
+
+/// A bounded FIFO set of message digests.
+#[derive(Debug, Default)]
+pub struct SeenCache {
+    set: std::collections::HashSet<basalt_types::Hash>,
+    order: std::collections::VecDeque<basalt_types::Hash>,
+}
+
+impl SeenCache {
+    /// Remember `digest`; false if it was already there. Holds at most
+    /// [`SEEN_MESSAGES_MAX`] digests (the oldest is forgotten first).
+    pub fn insert(&mut self, digest: basalt_types::Hash) -> bool {
+        if !self.set.insert(digest) {
+            return false;
+        }
+        self.order.push_back(digest);
+        if self.order.len() > SEEN_MESSAGES_MAX {
+            if let Some(oldest) = self.order.pop_front() {
+                self.set.remove(&oldest);
+            }
+        }
+        true
+    }
+
+    /// True if `digest` is held.
+    pub fn contains(&self, digest: &basalt_types::Hash) -> bool {
+        self.set.contains(digest)
+    }
+
+    /// Digests held.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
 }
 
 impl NetworkTask {
     /// Run until the event channel closes.
     pub async fn run(self, mut events: mpsc::Receiver<NetworkEvent>) {
+        let mut seen = SeenCache::default();
         while let Some(event) = events.recv().await {
             match event {
                 NetworkEvent::Gossip {
@@ -54,7 +101,7 @@ impl NetworkTask {
                     id,
                 } => {
                     let verdict = match topic {
-                        Topic::Consensus => self.on_consensus(from, &data, &id),
+                        Topic::Consensus => self.on_consensus(from, &data, &id, &mut seen),
                         Topic::Txs => self.on_txs(from, &data, &id),
                     };
                     if let Some(verdict) = verdict {
@@ -66,10 +113,16 @@ impl NetworkTask {
                 NetworkEvent::Request {
                     request, channel, ..
                 } => self.serve(request, channel),
-                NetworkEvent::Response { result, .. } => {
-                    let input = match result {
-                        Ok(SyncResponse::Blocks(blocks)) => DriverInput::SyncBlocks(blocks),
-                        _ => DriverInput::SyncFailed,
+                NetworkEvent::Response {
+                    request, result, ..
+                } => {
+                    let blocks = match result {
+                        Ok(SyncResponse::Blocks(blocks)) => Some(blocks),
+                        _ => None,
+                    };
+                    let input = DriverInput::SyncResponse {
+                        token: request,
+                        blocks,
                     };
                     if self.driver.try_send(input).is_err() {
                         self.shared.metrics.dropped("driver");
@@ -93,38 +146,76 @@ impl NetworkTask {
         Some(Verdict::Reject)
     }
 
+    fn drop_gossip(&self, reason: &str) -> Option<Verdict> {
+        let state = match self.shared.sync_state() {
+            SyncState::Idle => "idle",
+            SyncState::Syncing => "syncing",
+            SyncState::Synced => "synced",
+        };
+        self.shared
+            .metrics
+            .gossip_dropped
+            .get_or_create(&Metrics::labels(&[("reason", reason), ("sync", state)]))
+            .inc();
+        Some(Verdict::Ignore)
+    }
+
     /// Decode and check a consensus message; `None` means the pool will give the verdict.
+    /// Everything here is cheap: what cannot be used soon is dropped before its signature
+    /// is checked (seed 001).
     fn on_consensus(
         &self,
         from: PeerId,
         data: &[u8],
         id: &basalt_p2p::GossipId,
+        seen: &mut SeenCache,
     ) -> Option<Verdict> {
+        let current = self.shared.consensus_height.load(Ordering::Relaxed);
+        if self.protections.sync_gating
+            && (current == 0 || self.shared.peers.load(Ordering::Relaxed) == 0)
+        {
+            // Idle: consensus not started, or no peers yet.
+            return self.drop_gossip("idle");
+        }
         let Ok(ConsensusGossip { message, .. }) = ConsensusGossip::from_bytes(data) else {
             return self.invalid("consensus");
         };
         let validators = self.shared.validators.len();
-        let (height, index) = match &message {
-            ConsensusMessage::Vote(v) => (v.vote.height, v.vote.validator),
-            ConsensusMessage::Proposal { proposal, block } => {
-                if block.id() != proposal.proposal.block_id {
-                    return self.invalid("consensus");
-                }
-                (proposal.proposal.height, proposal.proposal.proposer)
-            }
+        let (height, round) = crate::pending::slot(&message);
+        let index = match &message {
+            ConsensusMessage::Vote(v) => v.vote.validator,
+            ConsensusMessage::Proposal { proposal, .. } => proposal.proposal.proposer,
         };
         if usize::from(index) >= validators {
             return self.invalid("consensus");
         }
-        let current = self.shared.consensus_height.load(Ordering::Relaxed);
-        if height + 1 < current {
-            return Some(Verdict::Ignore); // An old height: nothing to do with it.
-        }
         if height > current {
             self.shared.saw_peer_height(from, height);
         }
-        if height >= current + AHEAD_HEIGHTS {
-            return Some(Verdict::Ignore); // Far ahead: the driver will sync instead.
+        if self.protections.early_drop {
+            if height + 1 < current {
+                return self.drop_gossip("stale_height");
+            }
+            if height >= current + FUTURE_HEIGHTS_WINDOW {
+                // Far ahead: the driver syncs instead.
+                return self.drop_gossip("far_future_height");
+            }
+            let current_round = self.shared.consensus_round.load(Ordering::Relaxed);
+            if height == current && round > current_round.saturating_add(ROUNDS_AHEAD_MAX) {
+                return self.drop_gossip("far_future_round");
+            }
+        }
+        if let ConsensusMessage::Proposal { proposal, block } = &message {
+            if block.id() != proposal.proposal.block_id {
+                return self.invalid("consensus");
+            }
+        }
+        // A re-send (new gossip id, same message) of something already verified. The
+        // gossip envelope is the re-send number (8 bytes) followed by the message's
+        // canonical encoding, so the digest skips those 8 bytes.
+        let digest = basalt_types::crypto::sha256(data.get(RESEND_BYTES..).unwrap_or_default());
+        if seen.contains(&digest) {
+            return self.drop_gossip("seen");
         }
         let job = VerifyJob::Consensus {
             message,
@@ -134,6 +225,7 @@ impl NetworkTask {
             self.shared.metrics.dropped("verify");
             return Some(Verdict::Ignore);
         }
+        seen.insert(digest);
         None
     }
 

@@ -174,7 +174,7 @@ fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
                     Verdict::Reject
                 } else if out
                     .driver
-                    .try_send(DriverInput::Consensus(message))
+                    .try_send(DriverInput::Consensus(message, gossip.1))
                     .is_err()
                 {
                     shared.metrics.dropped("driver");

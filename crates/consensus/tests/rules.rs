@@ -419,6 +419,31 @@ fn line_49_decides_without_a_valid_proposal_only_once_validity_is_known() {
 }
 
 #[test]
+fn a_quorum_of_precommits_for_an_unproposed_block_asks_for_one_fetch() {
+    let (mut core, _) = started(0);
+    // Two precommits are not a quorum; votes alone never ask for anything.
+    feed(
+        &mut core,
+        (1..3)
+            .map(|v| vote(VoteKind::Precommit, 1, 0, Some(A), v))
+            .collect(),
+    );
+    assert_eq!(core.decided_without_proposal(), None);
+    core.step(vote(VoteKind::Precommit, 1, 0, Some(A), 3));
+    assert_eq!(core.decided_without_proposal(), Some((0, A)));
+    // Once the proposal is here the block is known: nothing to fetch, and it decides.
+    core.step(proposal(1, 0, None, A, 1));
+    assert_eq!(core.decided_without_proposal(), None);
+    let out = core.step(valid(1, A, true));
+    assert!(decided(&out).is_some());
+    assert_eq!(
+        core.decided_without_proposal(),
+        None,
+        "next height: nothing"
+    );
+}
+
+#[test]
 fn line_49_decides_for_an_earlier_round() {
     let (mut core, _) = started(0);
     feed(

@@ -171,10 +171,8 @@ impl NetworkTask {
         seen: &mut SeenCache,
     ) -> Option<Verdict> {
         let current = self.shared.consensus_height.load(Ordering::Relaxed);
-        if self.protections.sync_gating
-            && (current == 0 || self.shared.peers.load(Ordering::Relaxed) == 0)
-        {
-            // Idle: consensus not started, or no peers yet.
+        let peers = self.shared.peers.load(Ordering::Relaxed);
+        if self.protections.sync_gating && is_idle(current, peers) {
             return self.drop_gossip("idle");
         }
         let Ok(ConsensusGossip { message, .. }) = ConsensusGossip::from_bytes(data) else {
@@ -193,16 +191,9 @@ impl NetworkTask {
             self.shared.saw_peer_height(from, height);
         }
         if self.protections.early_drop {
-            if height + 1 < current {
-                return self.drop_gossip("stale_height");
-            }
-            if height >= current + FUTURE_HEIGHTS_WINDOW {
-                // Far ahead: the driver syncs instead.
-                return self.drop_gossip("far_future_height");
-            }
             let current_round = self.shared.consensus_round.load(Ordering::Relaxed);
-            if height == current && round > current_round.saturating_add(ROUNDS_AHEAD_MAX) {
-                return self.drop_gossip("far_future_round");
+            if let Some(reason) = too_far(current, current_round, height, round) {
+                return self.drop_gossip(reason);
             }
         }
         if let ConsensusMessage::Proposal { proposal, block } = &message {
@@ -252,6 +243,28 @@ impl NetworkTask {
             let response = answer(&store, &request).unwrap_or(SyncResponse::Refused);
             let _ = commands.try_send(NetworkCommand::Respond { channel, response });
         });
+    }
+}
+
+/// Gossip gating: with consensus not started (height 0) or no peers the node is idle and
+/// drops consensus gossip. (Syncing is handled by the driver: it buffers.)
+pub fn is_idle(consensus_height: u64, peers: usize) -> bool {
+    consensus_height == 0 || peers == 0
+}
+
+/// Why a consensus message for (`height`, `round`) is dropped before verification when
+/// consensus is at (`current`, `current_round`), or `None` when it may be useful: stale
+/// heights, heights [`FUTURE_HEIGHTS_WINDOW`] or more ahead (the node syncs instead), and
+/// rounds beyond the core's window.
+pub fn too_far(current: u64, current_round: u32, height: u64, round: u32) -> Option<&'static str> {
+    if height.saturating_add(1) < current {
+        Some("stale_height")
+    } else if height >= current.saturating_add(FUTURE_HEIGHTS_WINDOW) {
+        Some("far_future_height")
+    } else if height == current && round > current_round.saturating_add(ROUNDS_AHEAD_MAX) {
+        Some("far_future_round")
+    } else {
+        None
     }
 }
 
@@ -312,5 +325,50 @@ pub async fn run_tx_batcher(
             metrics.dropped("network_commands");
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gating_per_state() {
+        assert!(is_idle(0, 3), "consensus not started");
+        assert!(is_idle(5, 0), "no peers");
+        assert!(!is_idle(5, 3));
+    }
+
+    #[test]
+    fn far_messages_are_dropped_before_verification() {
+        // Consensus at height 10, round 2.
+        assert_eq!(too_far(10, 2, 8, 0), Some("stale_height"));
+        assert_eq!(
+            too_far(10, 2, 9, 0),
+            None,
+            "late precommits of the last height"
+        );
+        assert_eq!(too_far(10, 2, 10, 2 + ROUNDS_AHEAD_MAX), None);
+        assert_eq!(
+            too_far(10, 2, 10, 3 + ROUNDS_AHEAD_MAX),
+            Some("far_future_round")
+        );
+        assert_eq!(too_far(10, 2, 11, 500), None, "next height: buffered");
+        assert_eq!(too_far(10, 2, 12, 0), Some("far_future_height"));
+        let _ = too_far(u64::MAX, u32::MAX, u64::MAX, u32::MAX); // no overflow panic
+    }
+
+    #[test]
+    fn seen_cache_is_bounded_fifo() {
+        let mut seen = SeenCache::default();
+        let digest = |i: u64| basalt_types::crypto::sha256(&i.to_le_bytes());
+        assert!(seen.insert(digest(0)));
+        assert!(!seen.insert(digest(0)));
+        for i in 1..=(SEEN_MESSAGES_MAX as u64) {
+            seen.insert(digest(i));
+        }
+        assert_eq!(seen.len(), SEEN_MESSAGES_MAX);
+        assert!(!seen.contains(&digest(0)), "oldest forgotten");
+        assert!(seen.contains(&digest(SEEN_MESSAGES_MAX as u64)));
     }
 }

@@ -4,13 +4,40 @@ use anyhow::{bail, Context, Result};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// Running validator processes; killed when dropped.
 pub struct Devnet {
     /// Each node's RPC base URL.
     pub endpoints: Vec<String>,
     children: Vec<Child>,
+    /// The gateway, when started.
+    others: Vec<Child>,
     dir: PathBuf,
+}
+
+fn free_port() -> Result<u16> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Wait until `url` answers `GET /v1/status` with a success, or `timeout` passes.
+pub async fn wait_http(client: &reqwest::Client, url: &str, timeout: Duration) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Ok(r) = client.get(format!("{url}/v1/status")).send().await {
+            if r.status().is_success() {
+                return Ok(());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "{url} did not answer /v1/status within {} s",
+                timeout.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn free_base_port(validators: usize) -> Result<u16> {
@@ -48,6 +75,7 @@ impl Devnet {
         let mut devnet = Devnet {
             endpoints: Vec::new(),
             children: Vec::new(),
+            others: Vec::new(),
             dir: dir.to_path_buf(),
         };
         for i in 0..validators {
@@ -75,6 +103,50 @@ impl Devnet {
         self.children.iter().map(Child::id).collect()
     }
 
+    /// Stop validator `index` (kill its process). Returns whether it was running.
+    pub fn stop(&mut self, index: usize) -> bool {
+        let Some(child) = self.children.get_mut(index) else {
+            return false;
+        };
+        let running = matches!(child.try_wait(), Ok(None));
+        let _ = child.kill();
+        let _ = child.wait();
+        running
+    }
+
+    /// Start `basalt gateway` in front of every validator, as a child of this devnet.
+    /// Returns its base URL.
+    pub fn start_gateway(&mut self, exe: &Path) -> Result<String> {
+        let help = Command::new(exe)
+            .args(["gateway", "--help"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .output()
+            .context("running basalt gateway --help")?;
+        if !help.status.success() {
+            bail!(
+                "--target gateway needs `basalt gateway`, which this build of basalt does \
+                 not have yet; use --target all or single"
+            );
+        }
+        let port = free_port()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let log = std::fs::File::create(self.dir.join("gateway.log"))?;
+        let child = Command::new(exe)
+            .env("RUST_LOG", "warn")
+            .arg("gateway")
+            .arg("--upstream")
+            .arg(self.endpoints.join(","))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting basalt gateway")?;
+        self.others.push(child);
+        Ok(url)
+    }
+
     /// Where the homes are.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -83,7 +155,7 @@ impl Devnet {
 
 impl Drop for Devnet {
     fn drop(&mut self) {
-        for child in &mut self.children {
+        for child in self.others.iter_mut().chain(&mut self.children) {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -1,43 +1,82 @@
 //! Basalt's load lab: runs a load against a network and reports what the seed reports
 //! measured — idle versus loaded block time and precommit latency, completion, latency
-//! percentiles measured from each transaction's *scheduled* time (open loop: a slow system
-//! cannot hide behind coordinated omission), system errors, round escalations, height
-//! spread, chain halts, state-root agreement and CPU per committed transaction.
+//! percentiles measured from each operation's *scheduled* time (a slow system cannot hide
+//! behind coordinated omission), system errors apart from typed shedding, round
+//! escalations, height spread, chain halts, state-root agreement and CPU per committed
+//! operation.
 //!
-//! This first slice has one scenario (`transfer`), the open-loop model, a devnet started
-//! for the run or given endpoints, `summary.json` and `report.md`, and gates. Not yet: the
-//! other scenarios, closed-loop users, ramps, HTML plots, baselines.
+//! Parts: [`scenario`] (what is sent: transfer, orderbook, tasks, http-flood; gossip-flood
+//! is named but not built yet), [`load`] (open loop, closed loop, ramps), [`tracker`]
+//! (every operation's fate), [`collect`] (blocks, heights, `/metrics`), [`summary`],
+//! [`gates`] (gates and baselines), [`report`] (Markdown and HTML with plots),
+//! [`progress`] (live line), [`devnet`] (a throw-away network for the run).
+//!
+//! Guarantees: every summary field is measured or `null` with a reason in `notes`; a
+//! request without a usable answer is a system error, a typed 429/503 is shedding, never
+//! the other way round. Not guaranteed: that the generator itself is not the bottleneck on
+//! a small machine (the report shows the offered and the committed rate side by side).
 
+pub mod collect;
 pub mod devnet;
+pub mod gates;
+pub mod load;
+pub mod progress;
+pub mod report;
+pub mod scenario;
 pub mod stats;
+pub mod summary;
+pub mod tracker;
+
+pub use gates::{check_gates, Gates};
+pub use load::LoadModel;
+pub use progress::Progress;
+pub use scenario::ScenarioKind;
+pub use summary::{IdleLoad, Percentiles, Series, Summary};
 
 use anyhow::{bail, Context, Result};
-use basalt_rpc::json::BlockJson;
-use basalt_types::{BatchItem, Hash, Keypair, Payload, SignedTx};
-use serde::Serialize;
-use stats::{bucket_delta, bucket_quantile, mean_cv, parse, percentile, total, Scrape};
-use std::collections::HashMap;
+use collect::{block_intervals, height_spread, scrape_all, Collected};
+use stats::{bucket_delta, bucket_quantile, mean_cv, percentile, total, Scrape};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use summary::{FirstStage, Ramp, RampStep, Second};
+use tracker::{OpState, Tracker, FOLLOW_UP_BASE};
 
-/// Devnet test accounts the generator signs for.
-pub const ACCOUNTS: usize = 1000;
-/// How often the open-loop scheduler sends what is due.
-pub const SEND_TICK: Duration = Duration::from_millis(5);
-/// Most transactions per HTTP request.
-pub const TXS_PER_REQUEST_MAX: usize = 2000;
-/// After the load stops, how long pending transactions may still commit.
+/// After the load stops, how long pending operations may still commit.
 pub const DRAIN: Duration = Duration::from_secs(15);
+/// Drain after each ramp step.
+pub const RAMP_STEP_DRAIN: Duration = Duration::from_secs(5);
+/// How long the network may take to commit its first blocks.
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Shortest gap between blocks that counts as a halt, whatever the idle block time.
+pub const HALT_GAP_MIN_MS: f64 = 100.0;
+/// Histogram of precommit latency in the nodes' metrics.
+pub const PRECOMMIT_METRIC: &str = "basalt_consensus_precommit_latency_seconds";
+/// Counter of heights decided above round 0.
+pub const ESCALATIONS_METRIC: &str = "basalt_consensus_round_escalations_total";
 
 /// Where the load goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
-    /// Spread over every validator.
+    /// Through `basalt gateway`, which balances over every validator.
+    Gateway,
+    /// Spread over every validator directly, round-robin.
     All,
     /// Everything at the first validator (seed 000's shape).
     Single,
+}
+
+impl Target {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Gateway => "gateway",
+            Target::All => "all",
+            Target::Single => "single",
+        }
+    }
 }
 
 /// A bench run.
@@ -45,9 +84,11 @@ pub enum Target {
 pub struct BenchConfig {
     /// Endpoints of a running network; empty → start a devnet.
     pub endpoints: Vec<String>,
+    /// A running gateway (with `endpoints` and target gateway).
+    pub gateway_url: Option<String>,
     /// Validators of the devnet started for the run.
     pub validators: usize,
-    /// The `basalt` executable (to start the devnet).
+    /// The `basalt` executable (to start the devnet and the gateway).
     pub exe: PathBuf,
     /// Where the devnet lives during the run.
     pub devnet_dir: PathBuf,
@@ -55,593 +96,598 @@ pub struct BenchConfig {
     pub commit_wait_ms: u64,
     /// Where the load goes.
     pub target: Target,
-    /// Offered transactions per second.
-    pub rate: u64,
-    /// Load duration (after warm-up).
+    /// What is sent.
+    pub scenario: ScenarioKind,
+    /// How load is offered.
+    pub model: LoadModel,
+    /// Offered rates of a saturation search (open loop), instead of `model`.
+    pub ramp: Option<Vec<u64>>,
+    /// Measured load duration (after warm-up); per step for a ramp.
     pub duration: Duration,
-    /// Load before measuring.
+    /// Load before measuring; a ramp step's settle time.
     pub warmup: Duration,
     /// Idle phase before the load.
     pub idle: Duration,
-    /// Chain id.
-    pub chain_id: String,
+    /// Concurrent users of flood scenarios.
+    pub flood_concurrency: usize,
+    /// Stop validator 1 this long after the load began (tests of the gates).
+    pub stop_validator_at: Option<Duration>,
+    /// Thresholds (the ramp stops at the first step that breaks one; the halt factor
+    /// defines a halt).
+    pub gates: Gates,
+    /// How long pending operations may commit after the load.
+    pub drain: Duration,
 }
 
-/// p50/p99 idle versus load.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct IdleLoad {
-    /// Idle median.
-    pub idle_p50: Option<f64>,
-    /// Idle 99th percentile.
-    pub idle_p99: Option<f64>,
-    /// Loaded median.
-    pub load_p50: Option<f64>,
-    /// Loaded 99th percentile.
-    pub load_p99: Option<f64>,
-}
-
-/// Three percentiles.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Percentiles {
-    /// Median.
-    pub p50: Option<f64>,
-    /// 95th.
-    pub p95: Option<f64>,
-    /// 99th.
-    pub p99: Option<f64>,
-}
-
-/// The run's summary (`summary.json`, and the last line with `--json`).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    /// Scenario.
-    pub scenario: String,
-    /// Validators.
-    pub validators: usize,
-    /// all | single.
-    pub target: String,
-    /// Measured load duration, s.
-    pub duration_s: f64,
-    /// Offered rate, tx/s.
-    pub offered_rate: u64,
-    /// Transactions sent in the measured window.
-    pub submitted: u64,
-    /// Of those, committed.
-    pub committed: u64,
-    /// committed / submitted.
-    pub completion_rate: Option<f64>,
-    /// Accepted but not committed by the end of the drain.
-    pub timeouts: u64,
-    /// Transport errors and 5xx answers other than typed shedding.
-    pub sys_errors: u64,
-    /// Typed rejections (shed, mempool full, ...), by code.
-    pub rejections: HashMap<String, u64>,
-    /// Mean committed tx/s per second of the window.
-    pub tps_mean: Option<f64>,
-    /// Coefficient of variation of per-second committed tx.
-    pub tps_cv: Option<f64>,
-    /// Block interval from block times, ms.
-    pub block_time_ms: IdleLoad,
-    /// Precommit latency from node histograms, ms.
-    pub precommit_ms: IdleLoad,
-    /// Scheduled send → observed in a committed block, ms.
-    pub submit_to_commit_ms: Percentiles,
-    /// HTTP request latency of submissions, ms.
-    pub http_ms: Percentiles,
-    /// Heights decided in a round above 0 during the load (max over validators).
-    pub round_escalations: Option<u64>,
-    /// Largest difference between validators' heights seen.
-    pub height_spread_max: u64,
-    /// Gaps between blocks longer than 10× the idle block time.
-    pub chain_halts: u64,
-    /// Every validator has the same block id and state root at a common height.
-    pub state_roots_agree: Option<bool>,
-    /// Validator CPU time per committed transaction, averaged over validators, µs.
-    pub cpu_us_per_tx_per_validator: Option<f64>,
-    /// Why a field is null.
-    pub notes: Vec<String>,
-}
-
-/// Gates: thresholds that make the run fail.
+/// A run's results.
 #[derive(Debug, Clone)]
-pub struct Gates {
-    /// Minimum completion.
-    pub completion_min: f64,
-    /// Maximum load/idle block time ratio (p50).
-    pub block_time_ratio_max: f64,
+pub struct Outcome {
+    /// The summary.
+    pub summary: Summary,
+    /// Per-second series for the plots.
+    pub series: Series,
 }
 
-impl Default for Gates {
-    fn default() -> Self {
-        Gates {
-            completion_min: 0.99,
-            block_time_ratio_max: 1.10,
+/// What the phases share.
+struct Env {
+    http: reqwest::Client,
+    validators: Vec<String>,
+    pids: Vec<u32>,
+    tracker: Arc<Tracker>,
+    collected: Arc<Collected>,
+    workload: Arc<dyn scenario::Workload>,
+    config: BenchConfig,
+    flooded: Option<usize>,
+}
+
+/// The idle phase's measurements.
+struct Idle {
+    start: Instant,
+    block_ms: Vec<f64>,
+    precommit: Vec<(f64, f64)>,
+    flooded_precommit: Vec<(f64, f64)>,
+}
+
+/// Node-side state at an instant.
+#[derive(Default, Clone)]
+struct Snapshot {
+    cpu_us: Vec<Option<u64>>,
+    scrapes: Vec<Scrape>,
+    http_len: usize,
+    reads: (u64, u64),
+    shed_requests: u64,
+}
+
+/// One load window: when it ran, and snapshots at its measured start and its end.
+struct Window {
+    model: LoadModel,
+    load_start: Instant,
+    measure_from: Instant,
+    load_end: Instant,
+    drained: Instant,
+    at_load_start: Snapshot,
+    at_measure: Snapshot,
+    at_end: Snapshot,
+}
+
+async fn snapshot(env: &Env) -> Snapshot {
+    Snapshot {
+        cpu_us: env.pids.iter().map(|p| devnet::cpu_time_us(*p)).collect(),
+        scrapes: scrape_all(&env.http, &env.validators).await,
+        http_len: env.tracker.http_ms().len(),
+        reads: env.tracker.reads(),
+        shed_requests: env.tracker.shed_requests(),
+    }
+}
+
+async fn wait_for_chain(http: &reqwest::Client, endpoints: &[String]) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        let heights =
+            futures::future::join_all(endpoints.iter().map(|e| collect::height(http, e))).await;
+        if heights.iter().all(|h| h.is_some_and(|h| h >= 3)) {
+            return Ok(());
         }
-    }
-}
-
-/// Gate failures of `summary`, empty when it passes.
-pub fn check_gates(summary: &Summary, gates: &Gates) -> Vec<String> {
-    let mut failures = Vec::new();
-    if summary.sys_errors > 0 {
-        failures.push(format!("sys_errors = {}", summary.sys_errors));
-    }
-    if summary.state_roots_agree == Some(false) {
-        failures.push("state roots disagree".into());
-    }
-    if summary.chain_halts > 0 {
-        failures.push(format!("chain_halts = {}", summary.chain_halts));
-    }
-    match summary.completion_rate {
-        Some(c) if c < gates.completion_min => {
-            failures.push(format!("completion {c:.4} below {}", gates.completion_min))
+        if Instant::now() > deadline {
+            bail!(
+                "the network did not commit 3 blocks within {} s (heights {heights:?})",
+                START_TIMEOUT.as_secs()
+            );
         }
-        None => failures.push("completion not measured".into()),
-        _ => {}
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    if let (Some(idle), Some(load)) = (
-        summary.block_time_ms.idle_p50,
-        summary.block_time_ms.load_p50,
-    ) {
-        if idle > 0.0 && load / idle > gates.block_time_ratio_max {
-            failures.push(format!(
-                "block time under load {load:.1} ms is {:.2}× idle {idle:.1} ms (max {})",
-                load / idle,
-                gates.block_time_ratio_max
-            ));
-        }
-    }
-    failures
 }
 
-/// One pre-signed transaction, ready to send.
-struct Prepared {
-    hex: String,
-    hash: Hash,
-}
-
-fn presign(chain_id: &str, count: usize, nonces: &[u64]) -> Vec<Prepared> {
-    let keys: Vec<Keypair> = (0..ACCOUNTS)
-        .map(|i| Keypair::from_label(&format!("basalt-devnet-account-{i}")))
-        .collect();
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let chunk = count.div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..count)
-            .step_by(chunk)
-            .map(|start| {
-                let keys = &keys;
-                scope.spawn(move || {
-                    (start..(start + chunk).min(count))
-                        .filter_map(|i| {
-                            let sender = i % ACCOUNTS;
-                            let key = keys.get(sender)?;
-                            let recipient = keys.get((sender + 1) % ACCOUNTS)?.public();
-                            let nonce =
-                                nonces.get(sender).copied().unwrap_or(0) + (i / ACCOUNTS) as u64;
-                            let tx = SignedTx::sign(
-                                key,
-                                chain_id,
-                                nonce,
-                                Payload::Single(BatchItem::Transfer {
-                                    to: recipient,
-                                    asset: 0,
-                                    amount: 1,
-                                }),
-                            );
-                            let bytes = tx.to_bytes();
-                            Some(Prepared {
-                                hash: basalt_types::sha256(&bytes),
-                                hex: hex::encode(bytes),
-                            })
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
-}
-
-/// What happened to each sent transaction.
-#[derive(Default)]
-struct Outcomes {
-    /// Index → HTTP latency ms, for accepted ones.
-    accepted: HashMap<usize, f64>,
-    rejections: HashMap<String, u64>,
-    sys_errors: u64,
-    http_ms: Vec<f64>,
-}
-
-/// A committed block as the follower saw it.
-struct Seen {
-    height: u64,
-    time_ms: u64,
-    observed: Instant,
-    txs: Vec<Hash>,
-}
-
-async fn scrape_all(client: &reqwest::Client, endpoints: &[String]) -> Vec<Scrape> {
-    let mut out = Vec::new();
-    for endpoint in endpoints {
-        let text = match client.get(format!("{endpoint}/metrics")).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        out.push(parse(&text));
-    }
-    out
-}
-
-async fn height(client: &reqwest::Client, endpoint: &str) -> Option<u64> {
-    let status: serde_json::Value = client
+async fn chain_id(http: &reqwest::Client, endpoint: &str) -> Result<String> {
+    let status: serde_json::Value = http
         .get(format!("{endpoint}/v1/status"))
         .send()
-        .await
-        .ok()?
+        .await?
         .json()
-        .await
-        .ok()?;
-    status.get("height")?.as_u64()
+        .await?;
+    status
+        .get("chain_id")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned)
+        .context("/v1/status has no chain_id")
 }
 
-async fn block(client: &reqwest::Client, endpoint: &str, height: u64) -> Option<BlockJson> {
-    client
-        .get(format!("{endpoint}/v1/blocks/{height}"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()
-}
-
-/// Follow committed blocks on `endpoint` until `stop`, recording each.
-async fn follow(
-    client: reqwest::Client,
-    endpoint: String,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let mut next = height(&client, &endpoint).await.unwrap_or(0) + 1;
-    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let Some(top) = height(&client, &endpoint).await else {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            continue;
-        };
-        while next <= top {
-            let Some(b) = block(&client, &endpoint, next).await else {
-                break;
-            };
-            let record = Seen {
-                height: b.header.height,
-                time_ms: b.header.time_ms,
-                observed: Instant::now(),
-                txs: b.txs.iter().map(|t| t.hash).collect(),
-            };
-            if let Ok(mut seen) = seen.lock() {
-                seen.push(record);
-            }
-            next += 1;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-fn block_intervals(seen: &[Seen], from: Instant, to: Instant) -> Vec<f64> {
-    seen.windows(2)
-        .filter_map(|pair| match pair {
-            [a, b] if b.observed >= from && b.observed <= to && b.height == a.height + 1 => {
-                Some(b.time_ms.saturating_sub(a.time_ms) as f64)
-            }
-            _ => None,
-        })
-        .collect()
-}
-
-/// Run a bench: optional devnet, idle phase, open-loop load, drain, collection.
-pub async fn run(config: &BenchConfig, progress: impl Fn(&str)) -> Result<Summary> {
-    let started_devnet = if config.endpoints.is_empty() {
-        Some(devnet::Devnet::start(
+/// Run a bench: optional devnet (and gateway), idle phase, load (one window, or a ramp of
+/// windows), drain, collection.
+pub async fn run(config: &BenchConfig, progress: &Progress) -> Result<Outcome> {
+    let devnet = if config.endpoints.is_empty() {
+        progress.phase("starting a devnet");
+        Some(Arc::new(Mutex::new(devnet::Devnet::start(
             &config.exe,
             config.validators,
             &config.devnet_dir,
             config.commit_wait_ms,
-        )?)
+        )?)))
     } else {
         None
     };
-    let endpoints: Vec<String> = match &started_devnet {
-        Some(d) => d.endpoints.clone(),
+    let lock = |d: &Arc<Mutex<devnet::Devnet>>| {
+        d.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .endpoints
+            .clone()
+    };
+    let validators: Vec<String> = match &devnet {
+        Some(d) => lock(d),
         None => config.endpoints.clone(),
     };
-    let pids = started_devnet
-        .as_ref()
-        .map(|d| d.pids())
-        .unwrap_or_default();
-    let client = reqwest::Client::builder()
+    let pids = devnet.as_ref().map_or_else(Vec::new, |d| {
+        d.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .pids()
+    });
+    let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(64)
+        .pool_max_idle_per_host(256)
         .build()?;
-    let first = endpoints.first().context("no endpoints")?.clone();
-    // Wait for the chain to run.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut heights = Vec::new();
-        for e in &endpoints {
-            heights.push(height(&client, e).await.unwrap_or(0));
+    let first = validators.first().context("no endpoints")?.clone();
+    progress.phase("waiting for the chain");
+    wait_for_chain(&http, &validators).await?;
+    let target = if config.scenario.is_flood() {
+        Target::Single
+    } else {
+        config.target
+    };
+    let routes = match target {
+        Target::All => validators.clone(),
+        Target::Single => vec![first.clone()],
+        Target::Gateway => {
+            let url = match (&config.gateway_url, &devnet) {
+                (Some(url), _) => url.clone(),
+                (None, Some(d)) => d
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .start_gateway(&config.exe)?,
+                (None, None) => bail!("--target gateway with --endpoints needs --gateway URL"),
+            };
+            devnet::wait_http(&http, &url, Duration::from_secs(30)).await?;
+            vec![url]
         }
-        if heights.iter().all(|h| *h >= 3) {
-            break;
-        }
-        if Instant::now() > deadline {
-            bail!("the network did not start committing within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    // Pre-sign before anything is timed, so the generator's signing cannot cap the rate.
-    let total_txs = (config.rate as f64 * (config.warmup + config.duration).as_secs_f64()) as usize;
-    progress(&format!("pre-signing {total_txs} transfers"));
-    let mut nonces = vec![0u64; ACCOUNTS];
-    for (i, nonce) in nonces.iter_mut().enumerate() {
-        let address = Keypair::from_label(&format!("basalt-devnet-account-{i}")).public();
-        if let Ok(r) = client
-            .get(format!("{first}/v1/accounts/{}", address.to_hex()))
-            .send()
-            .await
-        {
-            if let Ok(v) = r.json::<serde_json::Value>().await {
-                *nonce = v
-                    .get("nonce")
-                    .and_then(serde_json::Value::as_u64)
-                    .unwrap_or(0);
-            }
-        }
-    }
-    let chain_id = config.chain_id.clone();
-    let txs = Arc::new(
-        tokio::task::spawn_blocking(move || presign(&chain_id, total_txs, &nonces)).await?,
+    };
+    // With all load on validator 0, follow the chain from another one.
+    let follow_from = match target {
+        Target::Single => validators.last().cloned().unwrap_or(first.clone()),
+        _ => first.clone(),
+    };
+    let chain_id = chain_id(&http, &first).await?;
+    let tracker = Arc::new(Tracker::new());
+    let run_tag = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let ctx = scenario::Ctx::new(
+        http.clone(),
+        routes,
+        validators.clone(),
+        chain_id,
+        tracker.clone(),
+        run_tag,
+        config.flood_concurrency,
     );
-
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let follower = tokio::spawn(follow(
-        client.clone(),
-        first.clone(),
-        seen.clone(),
+    progress.phase("preparing the scenario");
+    let workload = scenario::build(config.scenario, &ctx).await?;
+    let collected = Arc::new(Collected::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let follower = tokio::spawn(collect::follow(
+        http.clone(),
+        follow_from,
+        collected.clone(),
+        tracker.clone(),
         stop.clone(),
     ));
-    let spread = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let sampler = {
-        let (client, endpoints, spread, stop) = (
-            client.clone(),
-            endpoints.clone(),
-            spread.clone(),
-            stop.clone(),
-        );
-        tokio::spawn(async move {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let mut hs = Vec::new();
-                for e in &endpoints {
-                    if let Some(h) = height(&client, e).await {
-                        hs.push(h);
-                    }
-                }
-                if let (Some(max), Some(min)) = (hs.iter().max(), hs.iter().min()) {
-                    spread.fetch_max(max - min, std::sync::atomic::Ordering::Relaxed);
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        })
+    let sampler = tokio::spawn(collect::sample(
+        http.clone(),
+        validators.clone(),
+        collected.clone(),
+        stop.clone(),
+    ));
+    let mut config = config.clone();
+    config.target = target;
+    let env = Env {
+        http,
+        validators,
+        pids,
+        tracker: tracker.clone(),
+        collected: collected.clone(),
+        workload,
+        flooded: (target == Target::Single).then_some(0),
+        config,
     };
-
-    // Idle phase.
-    progress("idle phase");
-    let idle_start = Instant::now();
-    let idle_scrapes = scrape_all(&client, &endpoints).await;
-    tokio::time::sleep(config.idle).await;
-    let idle_end = Instant::now();
-    let load_scrapes_start = scrape_all(&client, &endpoints).await;
-
-    // Load phase: open loop.
-    progress("load phase");
-    let outcomes = Arc::new(Mutex::new(Outcomes::default()));
-    let load_start = Instant::now();
-    let measure_from = load_start + config.warmup;
-    let mut cpu_at_measure: Option<Vec<Option<u64>>> = None;
-    let mut scrapes_at_measure: Option<Vec<Scrape>> = None;
-    let mut sent = 0usize;
-    let mut tick = 0usize;
-    let mut requests = Vec::new();
-    while sent < txs.len() {
-        tokio::time::sleep(SEND_TICK).await;
-        let elapsed = load_start.elapsed().as_secs_f64();
-        if cpu_at_measure.is_none() && Instant::now() >= measure_from {
-            cpu_at_measure = Some(pids.iter().map(|p| devnet::cpu_time_us(*p)).collect());
-            scrapes_at_measure = Some(scrape_all(&client, &endpoints).await);
-        }
-        let due = ((elapsed * config.rate as f64) as usize).min(txs.len());
-        while sent < due {
-            let end = (sent + TXS_PER_REQUEST_MAX).min(due);
-            let endpoint = match config.target {
-                Target::All => endpoints
-                    .get(tick % endpoints.len())
-                    .cloned()
-                    .unwrap_or_default(),
-                Target::Single => first.clone(),
-            };
-            tick += 1;
-            let (client, txs, outcomes) = (client.clone(), txs.clone(), outcomes.clone());
-            let range = sent..end;
-            requests.push(tokio::spawn(async move {
-                send(&client, &endpoint, &txs, range, &outcomes).await;
-            }));
-            sent = end;
-        }
+    let rates = progress.spawn_rates(tracker.clone());
+    let result = phases(&env, devnet.clone(), progress).await;
+    if let Some(rates) = rates {
+        rates.abort();
     }
-    let load_end = Instant::now();
-    let cpu_end: Vec<Option<u64>> = pids.iter().map(|p| devnet::cpu_time_us(*p)).collect();
-    let scrapes_end = scrape_all(&client, &endpoints).await;
-    for request in requests {
-        let _ = request.await;
-    }
-    // Drain: wait for accepted transactions to commit.
-    progress("draining");
-    let accepted: Vec<usize> = outcomes
-        .lock()
-        .map(|o| o.accepted.keys().copied().collect())
-        .unwrap_or_default();
-    let drain_deadline = Instant::now() + DRAIN;
-    loop {
-        let committed: std::collections::HashSet<Hash> = seen
-            .lock()
-            .map(|s| s.iter().flat_map(|b| b.txs.iter().copied()).collect())
-            .unwrap_or_default();
-        let pending = accepted
-            .iter()
-            .filter(|i| txs.get(**i).is_some_and(|t| !committed.contains(&t.hash)))
-            .count();
-        if pending == 0 || Instant::now() > drain_deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     let _ = follower.await;
     let _ = sampler.await;
+    progress.finish();
+    result
+}
 
-    // State roots: every validator's block at a common height.
-    let mut agree = None;
-    let mut common = u64::MAX;
-    for e in &endpoints {
-        common = common.min(height(&client, e).await.unwrap_or(0));
+async fn phases(
+    env: &Env,
+    devnet: Option<Arc<Mutex<devnet::Devnet>>>,
+    progress: &Progress,
+) -> Result<Outcome> {
+    let config = &env.config;
+    progress.phase("idle phase");
+    let idle_start = Instant::now();
+    let idle_scrapes = scrape_all(&env.http, &env.validators).await;
+    tokio::time::sleep(config.idle).await;
+    let idle_end = Instant::now();
+    let idle_end_scrapes = scrape_all(&env.http, &env.validators).await;
+    let blocks = env
+        .collected
+        .blocks
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default();
+    let flooded_scrapes = |s: &[Scrape]| -> Vec<Scrape> {
+        env.flooded
+            .and_then(|i| s.get(i).cloned())
+            .into_iter()
+            .collect()
+    };
+    let idle = Idle {
+        start: idle_start,
+        block_ms: block_intervals(&blocks, idle_start, idle_end),
+        precommit: delta(&idle_end_scrapes, &idle_scrapes),
+        flooded_precommit: delta(
+            &flooded_scrapes(&idle_end_scrapes),
+            &flooded_scrapes(&idle_scrapes),
+        ),
+    };
+    if let (Some(at), Some(devnet)) = (config.stop_validator_at, devnet) {
+        let start = Instant::now() + at;
+        tokio::spawn(async move {
+            tokio::time::sleep_until(start.into()).await;
+            let stopped = devnet
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .stop(1);
+            tracing::warn!(stopped, "bench: stopped validator 1 (--stop-validator-at)");
+        });
     }
-    if common > 1 && common != u64::MAX {
-        let mut ids = Vec::new();
-        for e in &endpoints {
-            ids.push(
-                block(&client, e, common)
-                    .await
-                    .map(|b| (b.id, b.header.state_root)),
+    let length = config.warmup + config.duration;
+    let (summary, last_window) = match &config.ramp {
+        None => {
+            progress.phase("load phase");
+            let window = window(env, config.model, 0, length, config.drain, progress).await?;
+            progress.phase("collecting");
+            env.workload
+                .finish(Instant::now() + Duration::from_secs(5))
+                .await;
+            env.tracker.time_out_pending();
+            (summarize(env, &window, &idle).await, window)
+        }
+        Some(rates) => ramp(env, rates, &idle, progress).await?,
+    };
+    let mut summary = summary;
+    summary.state_roots_agree = collect::state_roots_agree(&env.http, &env.validators).await;
+    if summary.state_roots_agree.is_none() {
+        summary
+            .notes
+            .push("state_roots_agree: fewer than two validators answered".into());
+    }
+    let series = series(env, &idle, &last_window, Instant::now());
+    Ok(Outcome { summary, series })
+}
+
+async fn ramp(
+    env: &Env,
+    rates: &[u64],
+    idle: &Idle,
+    progress: &Progress,
+) -> Result<(Summary, Window)> {
+    let config = &env.config;
+    let mut steps = Vec::new();
+    let mut passed: Vec<(u64, bool)> = Vec::new();
+    let mut best: Option<(Summary, Window)> = None;
+    let mut next_op = 0;
+    for rate in rates {
+        progress.phase(&format!("ramp step {rate} ops/s"));
+        let model = LoadModel::Open { rate: *rate as f64 };
+        let length = config.warmup + config.duration;
+        let w = window(env, model, next_op, length, RAMP_STEP_DRAIN, progress).await?;
+        next_op += model.expected_ops(length);
+        let mut summary = summarize(env, &w, idle).await;
+        summary.gate_failures = check_gates(&summary, &config.gates);
+        let ok = summary.gate_failures.is_empty();
+        steps.push(RampStep {
+            offered_rate: *rate,
+            tps_mean: summary.tps_mean,
+            completion_rate: summary.completion_rate,
+            latency_p50_ms: summary.submit_to_commit_ms.p50,
+            latency_p99_ms: summary.submit_to_commit_ms.p99,
+            block_time_p50_ms: summary.block_time_ms.load_p50,
+            precommit_p50_ms: summary.precommit_ms.load_p50,
+            sys_errors: summary.sys_errors,
+            gate_failures: summary.gate_failures.clone(),
+        });
+        passed.push((*rate, ok));
+        if ok || best.is_none() {
+            best = Some((summary, w));
+        }
+        if !ok {
+            break;
+        }
+    }
+    env.workload
+        .finish(Instant::now() + Duration::from_secs(5))
+        .await;
+    env.tracker.time_out_pending();
+    let (mut summary, w) = best.context("the ramp has no step")?;
+    summary.gate_failures.clear();
+    let saturation_rate = load::saturation(&passed);
+    if saturation_rate.is_none() {
+        summary
+            .notes
+            .push("ramp: the first step already broke a gate; no saturation point".into());
+    }
+    summary.ramp = Some(Ramp {
+        steps,
+        saturation_rate,
+        step_duration_s: config.duration.as_secs_f64(),
+    });
+    Ok((summary, w))
+}
+
+/// Offer `model` for `length`; snapshots at the start of the measured window and at the
+/// end; then let pending operations commit for up to `drain`.
+async fn window(
+    env: &Env,
+    model: LoadModel,
+    first_op: u64,
+    length: Duration,
+    drain: Duration,
+    progress: &Progress,
+) -> Result<Window> {
+    let expected = model.expected_ops(length);
+    progress.phase(&format!("pre-signing up to {expected} operations"));
+    env.workload.prepare(first_op..first_op + expected).await?;
+    progress.phase(&format!("load: {}", model.describe()));
+    let load_start = Instant::now() + Duration::from_millis(50);
+    let measure_from = load_start + env.config.warmup;
+    let load_end = load_start + length;
+    let at_load_start = snapshot(env).await;
+    let (measure_tx, measure_rx) = tokio::sync::oneshot::channel();
+    let (end_tx, end_rx) = tokio::sync::oneshot::channel();
+    let snapshots = async {
+        tokio::time::sleep_until(measure_from.into()).await;
+        let _ = measure_tx.send(snapshot(env).await);
+        tokio::time::sleep_until(load_end.into()).await;
+        let _ = end_tx.send(snapshot(env).await);
+    };
+    let drive = load::drive(
+        model,
+        env.workload.clone(),
+        env.tracker.clone(),
+        load_start,
+        length,
+        first_op,
+    );
+    let ((), _) = tokio::join!(snapshots, drive);
+    let at_measure = measure_rx.await.unwrap_or_default();
+    let at_end = end_rx.await.unwrap_or_default();
+    progress.phase("draining");
+    let deadline = Instant::now() + drain;
+    while env.tracker.pending() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Window {
+        model,
+        load_start,
+        measure_from,
+        load_end,
+        drained: Instant::now(),
+        at_load_start,
+        at_measure,
+        at_end,
+    })
+}
+
+/// Precommit buckets observed between two scrapes of the same validators.
+fn delta(after: &[Scrape], before: &[Scrape]) -> Vec<(f64, f64)> {
+    let after: Vec<&Scrape> = after.iter().collect();
+    let before: Vec<&Scrape> = before.iter().collect();
+    bucket_delta(&after, &before, PRECOMMIT_METRIC)
+}
+
+fn ms(seconds: Option<f64>) -> Option<f64> {
+    seconds.map(|s| s * 1000.0)
+}
+
+fn idle_load(idle: &[(f64, f64)], load: &[(f64, f64)]) -> IdleLoad {
+    IdleLoad {
+        idle_p50: ms(bucket_quantile(idle, 0.5)),
+        idle_p99: ms(bucket_quantile(idle, 0.99)),
+        load_p50: ms(bucket_quantile(load, 0.5)),
+        load_p99: ms(bucket_quantile(load, 0.99)),
+    }
+}
+
+/// What the tracker's records say about the window.
+#[derive(Default)]
+struct OpCounts {
+    submitted: u64,
+    committed: u64,
+    timeouts: u64,
+    shed: u64,
+    sys_errors: u64,
+    rejections: BTreeMap<String, u64>,
+    latencies: Vec<f64>,
+    first_stage: Vec<f64>,
+    /// Committed operations per second of the window, by commit time.
+    per_second: HashMap<u64, f64>,
+}
+
+fn count_ops(tracker: &Tracker, w: &Window) -> OpCounts {
+    let mut c = OpCounts::default();
+    for (id, record) in tracker.records() {
+        if let OpState::Committed(at) = record.state {
+            if at >= w.measure_from && at < w.load_end {
+                let second = at.duration_since(w.measure_from).as_secs();
+                *c.per_second.entry(second).or_insert(0.0) += 1.0;
+            }
+        }
+        let in_load = record.scheduled >= w.load_start && record.scheduled < w.load_end;
+        if in_load && record.state == OpState::SysError {
+            c.sys_errors += 1;
+        }
+        if record.scheduled < w.measure_from || record.scheduled >= w.load_end {
+            continue;
+        }
+        c.submitted += 1;
+        if let Some(first) = record.first_stage {
+            c.first_stage.push(
+                first
+                    .saturating_duration_since(record.scheduled)
+                    .as_secs_f64()
+                    * 1e3,
             );
         }
-        agree = Some(ids.iter().all(|id| id.is_some() && *id == ids[0]));
-    }
-
-    // Collection.
-    let seen = seen
-        .lock()
-        .map(|mut s| std::mem::take(&mut *s))
-        .unwrap_or_default();
-    let commit_time: HashMap<Hash, Instant> = seen
-        .iter()
-        .flat_map(|b| b.txs.iter().map(move |h| (*h, b.observed)))
-        .collect();
-    let outcomes = outcomes
-        .lock()
-        .map(|mut o| std::mem::take(&mut *o))
-        .unwrap_or_default();
-    let first_measured = (config.rate as f64 * config.warmup.as_secs_f64()) as usize;
-    let measured = first_measured..txs.len();
-    let mut latencies = Vec::new();
-    let mut committed = 0u64;
-    let mut timeouts = 0u64;
-    for i in measured.clone() {
-        let Some(tx) = txs.get(i) else { continue };
-        match commit_time.get(&tx.hash) {
-            Some(at) => {
-                committed += 1;
-                let scheduled = load_start + Duration::from_secs_f64(i as f64 / config.rate as f64);
-                latencies.push(at.saturating_duration_since(scheduled).as_secs_f64() * 1000.0);
+        match record.state {
+            OpState::Committed(at) => {
+                c.committed += 1;
+                c.latencies
+                    .push(at.saturating_duration_since(record.scheduled).as_secs_f64() * 1e3);
             }
-            None if outcomes.accepted.contains_key(&i) => timeouts += 1,
-            None => {}
+            OpState::TimedOut | OpState::Accepted | OpState::Sent => c.timeouts += 1,
+            OpState::Shed => c.shed += 1,
+            OpState::Rejected(code) => *c.rejections.entry(code).or_insert(0) += 1,
+            OpState::SysError => {}
         }
+        let _ = id >= FOLLOW_UP_BASE;
     }
-    let submitted = measured.len() as u64;
-    let mut per_second: HashMap<u64, f64> = HashMap::new();
-    let ours: std::collections::HashSet<Hash> = txs.iter().map(|t| t.hash).collect();
-    for b in &seen {
-        if b.observed >= measure_from && b.observed <= load_end {
-            let second = b.observed.duration_since(measure_from).as_secs();
-            *per_second.entry(second).or_insert(0.0) +=
-                b.txs.iter().filter(|h| ours.contains(h)).count() as f64;
-        }
-    }
-    let seconds = load_end.saturating_duration_since(measure_from).as_secs();
+    c
+}
+
+async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
+    let config = &env.config;
+    let mut notes = Vec::new();
+    let mut c = count_ops(&env.tracker, w);
+    let window_s = w.load_end.saturating_duration_since(w.measure_from);
+    let seconds = window_s.as_secs();
     let tps: Vec<f64> = (0..seconds)
-        .map(|s| per_second.get(&s).copied().unwrap_or(0.0))
+        .map(|s| c.per_second.get(&s).copied().unwrap_or(0.0))
         .collect();
     let (tps_mean, tps_cv) = mean_cv(&tps);
-    let mut idle_blocks = block_intervals(&seen, idle_start, idle_end);
-    let mut load_blocks = block_intervals(&seen, measure_from, load_end);
+    let blocks = env
+        .collected
+        .blocks
+        .lock()
+        .map(|b| b.clone())
+        .unwrap_or_default();
+    let mut idle_blocks = idle.block_ms.clone();
+    let mut load_blocks = block_intervals(&blocks, w.measure_from, w.load_end);
     let idle_p50 = percentile(&mut idle_blocks, 0.5);
-    let halt_threshold = idle_p50.map(|p| p * 10.0);
-    let chain_halts = halt_threshold.map_or(0, |t| {
-        block_intervals(&seen, idle_start, Instant::now())
-            .iter()
-            .filter(|i| **i > t.max(100.0))
-            .count() as u64
-    });
-    let idle_refs: Vec<&Scrape> = idle_scrapes.iter().collect();
-    let load_start_refs: Vec<&Scrape> = load_scrapes_start.iter().collect();
-    let measure_refs: Vec<&Scrape> = scrapes_at_measure
-        .as_ref()
-        .map(|s| s.iter().collect())
-        .unwrap_or_else(|| load_start_refs.clone());
-    let end_refs: Vec<&Scrape> = scrapes_end.iter().collect();
-    let name = "basalt_consensus_precommit_latency_seconds";
-    let idle_buckets = bucket_delta(&load_start_refs, &idle_refs, name);
-    let load_buckets = bucket_delta(&end_refs, &measure_refs, name);
-    let ms = |v: Option<f64>| v.map(|s| s * 1000.0);
-    let escalations = scrapes_end
+    let chain_halts = halts(&blocks, idle_p50, config.gates.halt_factor, w);
+    if idle_p50.is_none() {
+        notes.push("chain_halts: no idle block time to compare gaps with".into());
+    }
+    let load_precommit = delta(&w.at_end.scrapes, &w.at_measure.scrapes);
+    let escalations = w
+        .at_end
+        .scrapes
         .iter()
-        .zip(measure_refs.iter())
+        .zip(&w.at_measure.scrapes)
+        .filter(|(end, _)| !end.is_empty())
         .map(|(end, start)| {
-            let key = "basalt_consensus_round_escalations_total";
-            (total(end, key) - total(start, key)).max(0.0) as u64
+            (total(end, ESCALATIONS_METRIC) - total(start, ESCALATIONS_METRIC)).max(0.0) as u64
         })
         .max();
-    let mut notes = Vec::new();
-    let cpu = match (&cpu_at_measure, pids.is_empty()) {
-        (_, true) => {
-            notes.push("cpu_us_per_tx_per_validator: validators are not processes of this run (--endpoints)".into());
-            None
+    let cpu = cpu_per_op(env, w, tps.iter().sum::<f64>(), &mut notes);
+    let samples = env
+        .collected
+        .samples
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    let (spread, unreachable) = height_spread(&samples, w.load_start, w.drained);
+    let http_all = env.tracker.http_ms();
+    let mut http: Vec<f64> = http_all
+        .get(w.at_measure.http_len..w.at_end.http_len.max(w.at_measure.http_len))
+        .map(<[f64]>::to_vec)
+        .unwrap_or_default();
+    if http.is_empty() {
+        notes.push(match config.scenario {
+            ScenarioKind::Tasks => "http_ms: tasks go through the SDK's batch submitter, whose \
+                                    HTTP calls are internal (see its facts)"
+                .into(),
+            _ => "http_ms: no submission was answered in the window".into(),
+        });
+    }
+    let read_errors = w.at_end.reads.1.saturating_sub(w.at_load_start.reads.1);
+    let offered_rate = match w.model {
+        LoadModel::Open { rate } => rate.round() as u64,
+        LoadModel::Closed { .. } if window_s.as_secs_f64() > 0.0 => {
+            (c.submitted as f64 / window_s.as_secs_f64()).round() as u64
         }
-        (Some(start), false) if committed > 0 => {
-            let used: u64 = start
-                .iter()
-                .zip(&cpu_end)
-                .filter_map(|(a, b)| Some(b.as_ref()?.saturating_sub(*a.as_ref()?)))
-                .sum();
-            Some(used as f64 / pids.len() as f64 / committed as f64)
-        }
-        _ => {
-            notes.push("cpu_us_per_tx_per_validator: nothing committed in the window".into());
-            None
-        }
+        LoadModel::Closed { .. } => 0,
     };
-    let mut http = outcomes.http_ms.clone();
-    Ok(Summary {
-        scenario: "transfer".into(),
-        validators: endpoints.len(),
-        target: match config.target {
-            Target::All => "all".into(),
-            Target::Single => "single".into(),
-        },
-        duration_s: load_end
-            .saturating_duration_since(measure_from)
-            .as_secs_f64(),
-        offered_rate: config.rate,
-        submitted,
-        committed,
-        completion_rate: (submitted > 0).then(|| committed as f64 / submitted as f64),
-        timeouts,
-        sys_errors: outcomes.sys_errors,
-        rejections: outcomes.rejections.clone(),
+    if matches!(w.model, LoadModel::Closed { .. }) {
+        notes.push("offered_rate: operations the closed loop issued per second".into());
+    }
+    if config.scenario == ScenarioKind::Tasks {
+        notes.push(
+            "tasks: one operation is a task (create + respond); CPU is per task; \
+             submit_to_commit is scheduled → response committed"
+                .into(),
+        );
+    }
+    if config.scenario == ScenarioKind::Orderbook {
+        notes.push(
+            "orderbook: cancels are follow-up operations, counted in submitted/committed".into(),
+        );
+    }
+    let flooded_precommit = env.flooded.map(|i| {
+        let pick = |s: &[Scrape]| -> Vec<Scrape> { s.get(i).cloned().into_iter().collect() };
+        let load = delta(&pick(&w.at_end.scrapes), &pick(&w.at_measure.scrapes));
+        idle_load(&idle.flooded_precommit, &load)
+    });
+    Summary {
+        scenario: config.scenario.name().into(),
+        validators: env.validators.len(),
+        target: config.target.name().into(),
+        load_model: w.model.describe(),
+        duration_s: window_s.as_secs_f64(),
+        offered_rate,
+        submitted: c.submitted,
+        committed: c.committed,
+        completion_rate: (c.submitted > 0).then(|| c.committed as f64 / c.submitted as f64),
+        timeouts: c.timeouts,
+        sys_errors: c.sys_errors + read_errors,
+        shed: c.shed,
+        shed_requests: w
+            .at_end
+            .shed_requests
+            .saturating_sub(w.at_load_start.shed_requests),
+        rejections: c.rejections,
         tps_mean,
         tps_cv,
         block_time_ms: IdleLoad {
@@ -650,212 +696,142 @@ pub async fn run(config: &BenchConfig, progress: impl Fn(&str)) -> Result<Summar
             load_p50: percentile(&mut load_blocks, 0.5),
             load_p99: percentile(&mut load_blocks, 0.99),
         },
-        precommit_ms: IdleLoad {
-            idle_p50: ms(bucket_quantile(&idle_buckets, 0.5)),
-            idle_p99: ms(bucket_quantile(&idle_buckets, 0.99)),
-            load_p50: ms(bucket_quantile(&load_buckets, 0.5)),
-            load_p99: ms(bucket_quantile(&load_buckets, 0.99)),
-        },
-        submit_to_commit_ms: Percentiles {
-            p50: percentile(&mut latencies, 0.5),
-            p95: percentile(&mut latencies, 0.95),
-            p99: percentile(&mut latencies, 0.99),
-        },
-        http_ms: Percentiles {
-            p50: percentile(&mut http, 0.5),
-            p95: percentile(&mut http, 0.95),
-            p99: percentile(&mut http, 0.99),
-        },
+        precommit_ms: idle_load(&idle.precommit, &load_precommit),
+        submit_to_commit_ms: Percentiles::of(&mut c.latencies),
+        http_ms: Percentiles::of(&mut http),
         round_escalations: escalations,
-        height_spread_max: spread.load(std::sync::atomic::Ordering::Relaxed),
+        height_spread_max: spread,
+        validators_unreachable_max: unreachable,
         chain_halts,
-        state_roots_agree: agree,
+        state_roots_agree: None,
         cpu_us_per_tx_per_validator: cpu,
+        flooded_validator: env.flooded.and_then(|i| env.validators.get(i).cloned()),
+        flooded_precommit_ms: flooded_precommit,
+        first_stage: (config.scenario == ScenarioKind::Tasks).then(|| FirstStage {
+            seen: c.first_stage.len() as u64,
+            latency_ms: Percentiles::of(&mut c.first_stage),
+        }),
+        facts: env.workload.facts(),
+        ramp: None,
+        gate_failures: Vec::new(),
         notes,
-    })
+    }
 }
 
-async fn send(
-    client: &reqwest::Client,
-    endpoint: &str,
-    txs: &[Prepared],
-    range: std::ops::Range<usize>,
-    outcomes: &Mutex<Outcomes>,
-) {
-    let hexes: Vec<&str> = txs
-        .get(range.clone())
-        .unwrap_or_default()
+/// Gaps between consecutive blocks seen from the window's start to its drain that exceed
+/// the halt threshold, plus a trailing gap with no block at all.
+fn halts(blocks: &[collect::Seen], idle_p50: Option<f64>, factor: f64, w: &Window) -> u64 {
+    let Some(idle_p50) = idle_p50 else {
+        return 0;
+    };
+    let threshold = (idle_p50 * factor).max(HALT_GAP_MIN_MS);
+    let gaps = block_intervals(blocks, w.measure_from, w.drained)
         .iter()
-        .map(|t| t.hex.as_str())
+        .filter(|gap| **gap > threshold)
+        .count() as u64;
+    let last_seen = blocks.last().map(|b| b.observed);
+    let trailing = match last_seen {
+        Some(at) => w.drained.saturating_duration_since(at).as_secs_f64() * 1e3 > threshold,
+        None => true,
+    };
+    gaps + u64::from(trailing)
+}
+
+fn cpu_per_op(env: &Env, w: &Window, committed: f64, notes: &mut Vec<String>) -> Option<f64> {
+    if env.pids.is_empty() {
+        notes.push(
+            "cpu_us_per_tx_per_validator: the validators are not processes of this run \
+             (--endpoints)"
+                .into(),
+        );
+        return None;
+    }
+    if committed <= 0.0 {
+        notes.push("cpu_us_per_tx_per_validator: nothing committed in the window".into());
+        return None;
+    }
+    let used: Vec<u64> = w
+        .at_measure
+        .cpu_us
+        .iter()
+        .zip(&w.at_end.cpu_us)
+        .filter_map(|(a, b)| Some(b.as_ref()?.saturating_sub(*a.as_ref()?)))
         .collect();
-    let started = Instant::now();
-    let response = client
-        .post(format!("{endpoint}/v1/txs"))
-        .json(&serde_json::json!({ "txs": hexes }))
-        .send()
-        .await;
-    let http_ms = started.elapsed().as_secs_f64() * 1000.0;
-    enum Answer {
-        Body(Option<serde_json::Value>),
-        Shed,
-        Error,
+    if used.is_empty() {
+        notes.push("cpu_us_per_tx_per_validator: /proc had no CPU times".into());
+        return None;
     }
-    let answer = match response {
-        Ok(r) if r.status().is_success() => Answer::Body(r.json().await.ok()),
-        Ok(r) if r.status().as_u16() == 503 || r.status().as_u16() == 429 => Answer::Shed,
-        _ => Answer::Error,
-    };
-    let Ok(mut outcomes) = outcomes.lock() else {
-        return;
-    };
-    let body = match answer {
-        Answer::Body(body) => body,
-        Answer::Shed => {
-            *outcomes.rejections.entry("shed".into()).or_insert(0) += range.len() as u64;
-            return;
+    Some(used.iter().sum::<u64>() as f64 / used.len() as f64 / committed)
+}
+
+/// Per-second series from the idle start to `end`; phase marks from `w`.
+fn series(env: &Env, idle: &Idle, w: &Window, end: Instant) -> Series {
+    let origin = idle.start;
+    let second_of = |at: Instant| at.saturating_duration_since(origin).as_secs();
+    let end = second_of(end) + 1;
+    let mut seconds: Vec<Second> = (0..end)
+        .map(|t| Second {
+            t,
+            ..Second::default()
+        })
+        .collect();
+    let mut latencies: Vec<Vec<f64>> = vec![Vec::new(); seconds.len()];
+    for (_, record) in env.tracker.records() {
+        if let Some(s) = seconds.get_mut(second_of(record.scheduled) as usize) {
+            if record.scheduled >= origin {
+                s.offered += 1;
+            }
         }
-        Answer::Error => {
-            outcomes.sys_errors += range.len() as u64;
-            return;
+        if let OpState::Committed(at) = record.state {
+            let i = second_of(at) as usize;
+            if let (Some(s), Some(l)) = (seconds.get_mut(i), latencies.get_mut(i)) {
+                s.committed += 1;
+                l.push(at.saturating_duration_since(record.scheduled).as_secs_f64() * 1e3);
+            }
         }
-    };
-    outcomes.http_ms.push(http_ms);
-    let results = body
-        .as_ref()
-        .and_then(|b| b.get("results"))
-        .and_then(serde_json::Value::as_array)
-        .cloned()
+    }
+    for (s, l) in seconds.iter_mut().zip(latencies.iter_mut()) {
+        s.latency_p50_ms = percentile(l, 0.5);
+        s.latency_p99_ms = percentile(l, 0.99);
+    }
+    let blocks = env
+        .collected
+        .blocks
+        .lock()
+        .map(|b| b.clone())
         .unwrap_or_default();
-    if results.len() != range.len() {
-        outcomes.sys_errors += range.len() as u64;
-        return;
-    }
-    for (i, result) in range.zip(results) {
-        if result.get("accepted").and_then(serde_json::Value::as_bool) == Some(true) {
-            outcomes.accepted.insert(i, http_ms);
-        } else {
-            let code = result
-                .pointer("/error/code")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("unknown")
-                .to_owned();
-            *outcomes.rejections.entry(code).or_insert(0) += 1;
+    let mut intervals: Vec<Vec<f64>> = vec![Vec::new(); seconds.len()];
+    for pair in blocks.windows(2) {
+        if let [a, b] = pair {
+            if b.height == a.height + 1 && b.observed >= origin {
+                if let Some(v) = intervals.get_mut(second_of(b.observed) as usize) {
+                    v.push(b.time_ms.saturating_sub(a.time_ms) as f64);
+                }
+            }
         }
     }
-}
-
-/// The seed-000-style Markdown report.
-pub fn report_markdown(summary: &Summary) -> String {
-    let f = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{v:.2}"));
-    format!(
-        "# Basalt bench: {scenario}, {validators} validators, target {target}\n\n\
-| metric | idle | load |\n|---|---|---|\n\
-| block time p50 (ms) | {bi50} | {bl50} |\n\
-| block time p99 (ms) | {bi99} | {bl99} |\n\
-| precommit p50 (ms) | {pi50} | {pl50} |\n\
-| precommit p99 (ms) | {pi99} | {pl99} |\n\n\
-| load-test report | value |\n|---|---|\n\
-| offered rate (tx/s) | {rate} |\n| submitted | {submitted} |\n| committed | {committed} |\n\
-| completion | {completion} |\n| timeouts | {timeouts} |\n| SysErr | {sys} |\n\
-| TPS mean | {tps} |\n| TPS CV | {cv} |\n\
-| submit→commit p50 / p95 / p99 (ms) | {s50} / {s95} / {s99} |\n\
-| HTTP p50 / p95 / p99 (ms) | {h50} / {h95} / {h99} |\n\
-| round escalations | {esc} |\n| height spread max | {spread} |\n| chain halts | {halts} |\n\
-| state roots agree | {agree} |\n| CPU µs per tx per validator | {cpu} |\n\n{notes}\n",
-        scenario = summary.scenario,
-        validators = summary.validators,
-        target = summary.target,
-        bi50 = f(summary.block_time_ms.idle_p50),
-        bl50 = f(summary.block_time_ms.load_p50),
-        bi99 = f(summary.block_time_ms.idle_p99),
-        bl99 = f(summary.block_time_ms.load_p99),
-        pi50 = f(summary.precommit_ms.idle_p50),
-        pl50 = f(summary.precommit_ms.load_p50),
-        pi99 = f(summary.precommit_ms.idle_p99),
-        pl99 = f(summary.precommit_ms.load_p99),
-        rate = summary.offered_rate,
-        submitted = summary.submitted,
-        committed = summary.committed,
-        completion = f(summary.completion_rate.map(|c| c * 100.0)) + " %",
-        timeouts = summary.timeouts,
-        sys = summary.sys_errors,
-        tps = f(summary.tps_mean),
-        cv = f(summary.tps_cv),
-        s50 = f(summary.submit_to_commit_ms.p50),
-        s95 = f(summary.submit_to_commit_ms.p95),
-        s99 = f(summary.submit_to_commit_ms.p99),
-        h50 = f(summary.http_ms.p50),
-        h95 = f(summary.http_ms.p95),
-        h99 = f(summary.http_ms.p99),
-        esc = summary
-            .round_escalations
-            .map_or("n/a".into(), |e| e.to_string()),
-        spread = summary.height_spread_max,
-        halts = summary.chain_halts,
-        agree = summary
-            .state_roots_agree
-            .map_or("n/a".into(), |a| a.to_string()),
-        cpu = f(summary.cpu_us_per_tx_per_validator),
-        notes = summary
-            .notes
-            .iter()
-            .map(|n| format!("- {n}\n"))
-            .collect::<String>(),
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn passing() -> Summary {
-        Summary {
-            submitted: 100,
-            committed: 100,
-            completion_rate: Some(1.0),
-            block_time_ms: IdleLoad {
-                idle_p50: Some(15.0),
-                load_p50: Some(15.5),
-                ..IdleLoad::default()
-            },
-            state_roots_agree: Some(true),
-            ..Summary::default()
+    for (s, v) in seconds.iter_mut().zip(&intervals) {
+        if !v.is_empty() {
+            s.block_time_ms = Some(v.iter().sum::<f64>() / v.len() as f64);
+            s.block_time_max_ms = v.iter().copied().reduce(f64::max);
         }
     }
-
-    #[test]
-    fn gates_pass_a_clean_run_and_catch_each_failure() {
-        let gates = Gates::default();
-        assert!(check_gates(&passing(), &gates).is_empty());
-        type Plant = Box<dyn Fn(&mut Summary)>;
-        let cases: Vec<(&str, Plant)> = vec![
-            ("sys_errors", Box::new(|s| s.sys_errors = 1)),
-            (
-                "state roots",
-                Box::new(|s| s.state_roots_agree = Some(false)),
-            ),
-            ("chain_halts", Box::new(|s| s.chain_halts = 1)),
-            ("completion", Box::new(|s| s.completion_rate = Some(0.98))),
-            (
-                "block time",
-                Box::new(|s| s.block_time_ms.load_p50 = Some(17.0)),
-            ),
-        ];
-        for (what, plant) in cases {
-            let mut summary = passing();
-            plant(&mut summary);
-            let failures = check_gates(&summary, &gates);
-            assert!(
-                failures.iter().any(|f| f.contains(what)),
-                "{what}: {failures:?}"
-            );
+    let samples = env
+        .collected
+        .samples
+        .lock()
+        .map(|s| s.clone())
+        .unwrap_or_default();
+    for sample in samples.iter().filter(|s| s.at >= origin) {
+        if let Some(s) = seconds.get_mut(second_of(sample.at) as usize) {
+            s.heights.clone_from(&sample.heights);
         }
     }
-
-    #[test]
-    fn report_has_the_seed_tables() {
-        let text = report_markdown(&passing());
-        assert!(text.contains("| block time p50 (ms) | 15.00 | 15.50 |"));
-        assert!(text.contains("| SysErr | 0 |"));
+    let at = |i: Instant| i.saturating_duration_since(origin).as_secs_f64();
+    Series {
+        seconds,
+        load_start_s: at(w.load_start),
+        measure_start_s: at(w.measure_from),
+        load_end_s: at(w.load_end),
     }
 }

@@ -1,0 +1,226 @@
+//! Node-side collection: a follower that reads every committed block from one validator,
+//! a sampler of every validator's height, `/metrics` scrapes, and state-root agreement.
+
+use crate::stats::{parse, Scrape};
+use crate::tracker::Tracker;
+use basalt_rpc::json::BlockJson;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How often the sampler reads every validator's height.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+/// How often the follower asks for a new height when it is caught up.
+pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(10);
+
+/// A committed block as the follower saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Height.
+    pub height: u64,
+    /// Proposer's time, ms since the epoch.
+    pub time_ms: u64,
+    /// When the follower read it.
+    pub observed: Instant,
+    /// Transactions in it.
+    pub txs: usize,
+}
+
+/// One reading of every validator's height (`None`: no answer).
+#[derive(Debug, Clone)]
+pub struct HeightSample {
+    /// When.
+    pub at: Instant,
+    /// Per validator, in endpoint order.
+    pub heights: Vec<Option<u64>>,
+}
+
+/// What the background collectors gathered.
+#[derive(Default)]
+pub struct Collected {
+    /// Blocks in height order.
+    pub blocks: Mutex<Vec<Seen>>,
+    /// Height samples in time order.
+    pub samples: Mutex<Vec<HeightSample>>,
+}
+
+/// The latest height `endpoint` reports.
+pub async fn height(client: &reqwest::Client, endpoint: &str) -> Option<u64> {
+    let status: serde_json::Value = client
+        .get(format!("{endpoint}/v1/status"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    status.get("height")?.as_u64()
+}
+
+/// Block `height` from `endpoint`.
+pub async fn block(client: &reqwest::Client, endpoint: &str, height: u64) -> Option<BlockJson> {
+    client
+        .get(format!("{endpoint}/v1/blocks/{height}"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
+/// `/metrics` of every endpoint (an empty scrape for one that does not answer).
+pub async fn scrape_all(client: &reqwest::Client, endpoints: &[String]) -> Vec<Scrape> {
+    let scrapes = endpoints.iter().map(|endpoint| async move {
+        match client.get(format!("{endpoint}/metrics")).send().await {
+            Ok(r) => parse(&r.text().await.unwrap_or_default()),
+            Err(_) => Scrape::new(),
+        }
+    });
+    futures::future::join_all(scrapes).await
+}
+
+/// Follow committed blocks on `endpoint` until `stop`: record each, and tell the tracker
+/// which transactions committed.
+pub async fn follow(
+    client: reqwest::Client,
+    endpoint: String,
+    collected: Arc<Collected>,
+    tracker: Arc<Tracker>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut next = height(&client, &endpoint).await.unwrap_or(0) + 1;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(top) = height(&client, &endpoint).await else {
+            tokio::time::sleep(FOLLOW_INTERVAL * 2).await;
+            continue;
+        };
+        while next <= top {
+            let Some(b) = block(&client, &endpoint, next).await else {
+                break;
+            };
+            let observed = Instant::now();
+            tracker.committed_hashes(b.txs.iter().map(|t| &t.hash), observed);
+            let record = Seen {
+                height: b.header.height,
+                time_ms: b.header.time_ms,
+                observed,
+                txs: b.txs.len(),
+            };
+            if let Ok(mut blocks) = collected.blocks.lock() {
+                blocks.push(record);
+            }
+            next += 1;
+        }
+        tokio::time::sleep(FOLLOW_INTERVAL).await;
+    }
+}
+
+/// Read every validator's height each [`SAMPLE_INTERVAL`] until `stop`.
+pub async fn sample(
+    client: reqwest::Client,
+    endpoints: Vec<String>,
+    collected: Arc<Collected>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let at = Instant::now();
+        let heights = futures::future::join_all(endpoints.iter().map(|e| height(&client, e))).await;
+        if let Ok(mut samples) = collected.samples.lock() {
+            samples.push(HeightSample { at, heights });
+        }
+        tokio::time::sleep(SAMPLE_INTERVAL).await;
+    }
+}
+
+/// Largest spread between validators' heights in samples taken in `[from, to]`, counting
+/// a validator that stopped answering at the last height it reported; and the most
+/// validators that did not answer one sample.
+pub fn height_spread(samples: &[HeightSample], from: Instant, to: Instant) -> (u64, u64) {
+    let mut last: Vec<Option<u64>> = Vec::new();
+    let (mut spread, mut unreachable) = (0u64, 0u64);
+    for sample in samples {
+        if last.len() < sample.heights.len() {
+            last.resize(sample.heights.len(), None);
+        }
+        for (slot, h) in last.iter_mut().zip(&sample.heights) {
+            if h.is_some() {
+                *slot = *h;
+            }
+        }
+        if sample.at < from || sample.at > to {
+            continue;
+        }
+        let known: Vec<u64> = last.iter().flatten().copied().collect();
+        if let (Some(max), Some(min)) = (known.iter().max(), known.iter().min()) {
+            spread = spread.max(max - min);
+        }
+        unreachable = unreachable.max(sample.heights.iter().filter(|h| h.is_none()).count() as u64);
+    }
+    (spread, unreachable)
+}
+
+/// Intervals between consecutive blocks (by block time) observed in `[from, to]`, ms.
+pub fn block_intervals(blocks: &[Seen], from: Instant, to: Instant) -> Vec<f64> {
+    blocks
+        .windows(2)
+        .filter_map(|pair| match pair {
+            [a, b] if b.observed >= from && b.observed <= to && b.height == a.height + 1 => {
+                Some(b.time_ms.saturating_sub(a.time_ms) as f64)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether every validator that answers has the same block id and state root at the
+/// highest height they all have. `None` when fewer than two answer.
+pub async fn state_roots_agree(client: &reqwest::Client, endpoints: &[String]) -> Option<bool> {
+    let heights = futures::future::join_all(endpoints.iter().map(|e| height(client, e))).await;
+    let live: Vec<(&String, u64)> = endpoints
+        .iter()
+        .zip(heights)
+        .filter_map(|(e, h)| Some((e, h?)))
+        .collect();
+    let common = live.iter().map(|(_, h)| *h).min()?;
+    if live.len() < 2 || common < 1 {
+        return None;
+    }
+    let mut ids = Vec::new();
+    for (endpoint, _) in &live {
+        ids.push(
+            block(client, endpoint, common)
+                .await
+                .map(|b| (b.id, b.header.state_root)),
+        );
+    }
+    let first = ids.first().cloned().flatten();
+    Some(first.is_some() && ids.iter().all(|id| *id == first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stopped_validator_keeps_its_last_height_in_the_spread() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let samples = vec![
+            HeightSample {
+                at: at(0),
+                heights: vec![Some(10), Some(10), Some(9)],
+            },
+            HeightSample {
+                at: at(250),
+                heights: vec![Some(20), None, Some(20)],
+            },
+            HeightSample {
+                at: at(500),
+                heights: vec![Some(31), None, Some(30)],
+            },
+        ];
+        assert_eq!(height_spread(&samples, at(0), at(500)), (21, 1));
+        assert_eq!(height_spread(&samples, at(0), at(0)), (1, 0));
+    }
+}

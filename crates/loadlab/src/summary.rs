@@ -1,0 +1,200 @@
+//! What a run measured: the summary (`summary.json`, and the last line with `--json`) and
+//! the per-second series the HTML plots draw.
+//!
+//! Every field is measured, never assumed: one that could not be measured is `null`, with
+//! the reason in `notes`.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// p50/p99 idle versus load.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IdleLoad {
+    /// Idle median.
+    pub idle_p50: Option<f64>,
+    /// Idle 99th percentile.
+    pub idle_p99: Option<f64>,
+    /// Loaded median.
+    pub load_p50: Option<f64>,
+    /// Loaded 99th percentile.
+    pub load_p99: Option<f64>,
+}
+
+/// Three percentiles.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: Option<f64>,
+    /// 95th.
+    pub p95: Option<f64>,
+    /// 99th.
+    pub p99: Option<f64>,
+}
+
+impl Percentiles {
+    /// The percentiles of `values` (sorted in place).
+    pub fn of(values: &mut [f64]) -> Percentiles {
+        Percentiles {
+            p50: crate::stats::percentile(values, 0.5),
+            p95: crate::stats::percentile(values, 0.95),
+            p99: crate::stats::percentile(values, 0.99),
+        }
+    }
+}
+
+/// The first stage of two-stage operations (a task's create), seed 002's "on-chain submit".
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct FirstStage {
+    /// Operations whose first stage committed.
+    pub seen: u64,
+    /// Scheduled → first stage committed, ms.
+    pub latency_ms: Percentiles,
+}
+
+/// One step of a ramp.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RampStep {
+    /// Offered rate, ops/s.
+    pub offered_rate: u64,
+    /// Committed ops/s (mean over the held window).
+    pub tps_mean: Option<f64>,
+    /// Completion.
+    pub completion_rate: Option<f64>,
+    /// Submit → commit p50, ms.
+    pub latency_p50_ms: Option<f64>,
+    /// Submit → commit p99, ms.
+    pub latency_p99_ms: Option<f64>,
+    /// Block time p50 under this step, ms.
+    pub block_time_p50_ms: Option<f64>,
+    /// Precommit p50 under this step, ms.
+    pub precommit_p50_ms: Option<f64>,
+    /// System errors.
+    pub sys_errors: u64,
+    /// Gates this step broke (empty: it passed).
+    pub gate_failures: Vec<String>,
+}
+
+/// A ramp's result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ramp {
+    /// Every step run, in order.
+    pub steps: Vec<RampStep>,
+    /// The highest offered rate sustained (every gate held) before the first broken step.
+    pub saturation_rate: Option<u64>,
+    /// Seconds each step was held (after its settle time).
+    pub step_duration_s: f64,
+}
+
+/// The run's summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    /// Scenario.
+    pub scenario: String,
+    /// Validators.
+    pub validators: usize,
+    /// gateway | all | single.
+    pub target: String,
+    /// How load was offered.
+    pub load_model: String,
+    /// Measured load duration, s.
+    pub duration_s: f64,
+    /// Offered operations per second: the open loop's rate, or what the closed loop
+    /// actually issued per second of the window.
+    pub offered_rate: u64,
+    /// Operations scheduled in the measured window (follow-ups included).
+    pub submitted: u64,
+    /// Of those, committed.
+    pub committed: u64,
+    /// committed / submitted.
+    pub completion_rate: Option<f64>,
+    /// Accepted but without a verdict by the end of the drain.
+    pub timeouts: u64,
+    /// Requests without a usable answer (transport errors, untyped or 5xx answers other
+    /// than typed shedding), over the whole load phase.
+    pub sys_errors: u64,
+    /// Operations shed (429/503 with a typed body, or a typed transient refusal) after
+    /// every retry.
+    pub shed: u64,
+    /// Requests answered with typed shedding (each retry counts).
+    pub shed_requests: u64,
+    /// Typed rejections of operations, by code.
+    pub rejections: BTreeMap<String, u64>,
+    /// Mean committed operations per second of the window.
+    pub tps_mean: Option<f64>,
+    /// Coefficient of variation of per-second committed operations.
+    pub tps_cv: Option<f64>,
+    /// Block interval from block times, ms.
+    pub block_time_ms: IdleLoad,
+    /// Precommit latency from every validator's histogram, ms.
+    pub precommit_ms: IdleLoad,
+    /// Scheduled send → seen committed, ms.
+    pub submit_to_commit_ms: Percentiles,
+    /// HTTP latency of submissions, ms.
+    pub http_ms: Percentiles,
+    /// Heights decided in a round above 0 during the window (max over validators).
+    pub round_escalations: Option<u64>,
+    /// Largest difference between validators' heights seen during the load.
+    pub height_spread_max: u64,
+    /// Most validators that did not answer one height sample.
+    pub validators_unreachable_max: u64,
+    /// Gaps between blocks longer than the halt factor × the idle block time.
+    pub chain_halts: u64,
+    /// Every answering validator has the same block id and state root at a common height.
+    pub state_roots_agree: Option<bool>,
+    /// Validator CPU time per committed operation, averaged over validators, µs.
+    pub cpu_us_per_tx_per_validator: Option<f64>,
+    /// The validator that took all the load (target single, http-flood).
+    pub flooded_validator: Option<String>,
+    /// That validator's own precommit latency, ms.
+    pub flooded_precommit_ms: Option<IdleLoad>,
+    /// Two-stage operations' first stage (tasks: the create).
+    pub first_stage: Option<FirstStage>,
+    /// Scenario-specific facts, as report rows.
+    pub facts: Vec<(String, String)>,
+    /// The ramp, when the run was one.
+    pub ramp: Option<Ramp>,
+    /// Gates that broke (filled in by the caller that checks them).
+    pub gate_failures: Vec<String>,
+    /// Why a field is null, and other caveats.
+    pub notes: Vec<String>,
+}
+
+/// One second of a run, for the plots.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Second {
+    /// Seconds since the idle phase began.
+    pub t: u64,
+    /// Operations issued in this second.
+    pub offered: u64,
+    /// Operations seen committed in this second.
+    pub committed: u64,
+    /// Latency p50 of those, ms.
+    pub latency_p50_ms: Option<f64>,
+    /// Latency p99 of those, ms.
+    pub latency_p99_ms: Option<f64>,
+    /// Mean block interval of blocks seen in this second, ms.
+    pub block_time_ms: Option<f64>,
+    /// Longest block interval of blocks seen in this second, ms.
+    pub block_time_max_ms: Option<f64>,
+    /// Each validator's last height sampled in this second.
+    pub heights: Vec<Option<u64>>,
+}
+
+/// The run's time series, and where its phases begin.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    /// Per second.
+    pub seconds: Vec<Second>,
+    /// Second the load began.
+    pub load_start_s: f64,
+    /// Second the measured window began.
+    pub measure_start_s: f64,
+    /// Second the load ended.
+    pub load_end_s: f64,
+}

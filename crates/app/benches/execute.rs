@@ -100,5 +100,14 @@ fn execute(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, execute);
+/// The node publishes a snapshot of the application to its RPC after every block: the cost
+/// of taking one.
+fn snapshot(c: &mut Criterion) {
+    let app = App::from_genesis(&genesis()).unwrap();
+    c.bench_function(&format!("app::clone,accounts={ACCOUNTS}"), |b| {
+        b.iter(|| app.clone())
+    });
+}
+
+criterion_group!(benches, execute, snapshot);
 criterion_main!(benches);

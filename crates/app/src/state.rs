@@ -7,8 +7,9 @@
 
 use basalt_types::{AssetId, Hash, MarketId, PublicKey, Side, TxError};
 use borsh::{BorshDeserialize, BorshSerialize};
+use imbl::ordmap::Entry;
+use imbl::{OrdMap, OrdSet};
 use std::cmp::Reverse;
-use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
@@ -95,11 +96,11 @@ pub(crate) struct Market {
     pub(crate) base: AssetId,
     pub(crate) quote: AssetId,
     /// Resting orders by id.
-    pub(crate) orders: BTreeMap<u64, Order>,
+    pub(crate) orders: OrdMap<u64, Order>,
     /// Bid keys, best first: highest price, then lowest id (earliest).
-    pub(crate) bids: BTreeSet<(Reverse<u64>, u64)>,
+    pub(crate) bids: OrdSet<(Reverse<u64>, u64)>,
     /// Ask keys, best first: lowest price, then lowest id (earliest).
-    pub(crate) asks: BTreeSet<(u64, u64)>,
+    pub(crate) asks: OrdSet<(u64, u64)>,
 }
 
 impl Market {
@@ -107,9 +108,9 @@ impl Market {
         Market {
             base,
             quote,
-            orders: BTreeMap::new(),
-            bids: BTreeSet::new(),
-            asks: BTreeSet::new(),
+            orders: OrdMap::new(),
+            bids: OrdSet::new(),
+            asks: OrdSet::new(),
         }
     }
 
@@ -123,29 +124,37 @@ impl Market {
 
     fn insert(&mut self, order: Order) {
         match order.side {
-            Side::Buy => self.bids.insert((Reverse(order.price_ticks), order.id)),
-            Side::Sell => self.asks.insert((order.price_ticks, order.id)),
-        };
+            Side::Buy => {
+                self.bids.insert((Reverse(order.price_ticks), order.id));
+            }
+            Side::Sell => {
+                self.asks.insert((order.price_ticks, order.id));
+            }
+        }
         self.orders.insert(order.id, order);
     }
 
     fn remove(&mut self, id: u64) -> Option<Order> {
         let order = self.orders.remove(&id)?;
         match order.side {
-            Side::Buy => self.bids.remove(&(Reverse(order.price_ticks), order.id)),
-            Side::Sell => self.asks.remove(&(order.price_ticks, order.id)),
-        };
+            Side::Buy => {
+                self.bids.remove(&(Reverse(order.price_ticks), order.id));
+            }
+            Side::Sell => {
+                self.asks.remove(&(order.price_ticks, order.id));
+            }
+        }
         Some(order)
     }
 
     /// The best bid: highest price, earliest first.
     pub(crate) fn best_bid(&self) -> Option<&Order> {
-        self.bids.first().and_then(|(_, id)| self.orders.get(id))
+        self.bids.get_min().and_then(|(_, id)| self.orders.get(id))
     }
 
     /// The best ask: lowest price, earliest first.
     pub(crate) fn best_ask(&self) -> Option<&Order> {
-        self.asks.first().and_then(|(_, id)| self.orders.get(id))
+        self.asks.get_min().and_then(|(_, id)| self.orders.get(id))
     }
 
     /// True when the best bid is at or above the best ask (must never be observed).
@@ -211,9 +220,9 @@ enum Undo {
 pub(crate) struct State {
     /// Shared between an `App` and its dry-run scratch copies.
     pub(crate) config: Arc<Config>,
-    pub(crate) accounts: BTreeMap<PublicKey, Account>,
-    pub(crate) markets: BTreeMap<MarketId, Market>,
-    pub(crate) tasks: BTreeMap<Hash, TaskState>,
+    pub(crate) accounts: OrdMap<PublicKey, Account>,
+    pub(crate) markets: OrdMap<MarketId, Market>,
+    pub(crate) tasks: OrdMap<Hash, TaskState>,
     pub(crate) next_order_id: u64,
     /// Undo records of the transaction being executed; empty between transactions.
     journal: Vec<Undo>,
@@ -241,9 +250,9 @@ impl State {
     fn new_shared(config: Arc<Config>) -> State {
         State {
             config,
-            accounts: BTreeMap::new(),
-            markets: BTreeMap::new(),
-            tasks: BTreeMap::new(),
+            accounts: OrdMap::new(),
+            markets: OrdMap::new(),
+            tasks: OrdMap::new(),
             next_order_id: 0,
             journal: Vec::new(),
             dirty: BTreeSet::new(),

@@ -11,7 +11,6 @@ use jmt::proof::SparseMerkleProof;
 use jmt::storage::{LeafNode, Node, NodeKey, TreeReader, TreeUpdateBatch};
 use jmt::{JellyfishMerkleTree, KeyHash, OwnedValue, RootHash, Version};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
 
 /// Namespace of account keys: `sha256("account" ‖ address)`.
 const ACCOUNT_NAMESPACE: &[u8] = b"account";
@@ -90,7 +89,7 @@ impl State {
 #[derive(Debug, Clone, Default)]
 struct NodeStore {
     /// Looked up by key only; never iterated for anything that reaches the state.
-    nodes: HashMap<NodeKey, Node>,
+    nodes: std::collections::HashMap<NodeKey, Node>,
     /// The latest version's root node.
     root_key: Option<NodeKey>,
 }

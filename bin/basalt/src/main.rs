@@ -2,6 +2,7 @@
 
 mod bench;
 mod devnet;
+mod gateway;
 mod init;
 mod node_cmd;
 mod sim;
@@ -23,8 +24,11 @@ enum Command {
     Init(init::InitArgs),
     /// Run one validator.
     Node(node_cmd::NodeArgs),
-    /// Start a local network of validator processes on loopback.
+    /// Start a local network of validator processes on loopback, with a gateway.
     Devnet(devnet::DevnetArgs),
+    /// One endpoint with the node API in front of every validator: health checks,
+    /// balancing, failover, receipt tracking.
+    Gateway(gateway::GatewayArgs),
     /// Sign and send a transaction.
     #[command(subcommand)]
     Tx(tx::TxCommand),
@@ -66,6 +70,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Node(args) => node_cmd::run(args),
         Command::Devnet(args) => devnet::run(args),
+        Command::Gateway(args) => gateway::run(args),
         Command::Tx(command) => tx::run(command),
         Command::Keys(KeysCommand::Generate) => init::generate_key(),
         Command::Sim(args) => sim::run(args),

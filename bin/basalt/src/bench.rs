@@ -92,6 +92,11 @@ pub struct BenchArgs {
     /// Concurrent users of http-flood.
     #[arg(long, default_value_t = 128)]
     flood_concurrency: usize,
+    /// gossip-flood: consensus messages per second the flooding peer publishes at
+    /// validator 0 (votes and proposals for far-future heights and rounds and for unknown
+    /// blocks, re-sends; see `basalt_loadlab::flood`).
+    #[arg(long, default_value_t = 20_000)]
+    gossip_rate: u64,
     /// Commit wait of the devnet, ms.
     #[arg(long, default_value_t = 0)]
     commit_wait_ms: u64,
@@ -223,6 +228,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         warmup: args.warmup,
         idle: args.idle,
         flood_concurrency: args.flood_concurrency.max(1),
+        gossip_rate: args.gossip_rate.max(1),
         stop_validator_at: args.stop_validator_at,
         gates: gates.clone(),
         drain: args.drain,

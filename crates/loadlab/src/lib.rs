@@ -18,6 +18,8 @@
 
 pub mod collect;
 pub mod devnet;
+// The gossip-flood flooder (written with the node's flood protections): keep this line.
+pub mod flood;
 pub mod gates;
 pub mod load;
 pub mod progress;
@@ -110,6 +112,8 @@ pub struct BenchConfig {
     pub idle: Duration,
     /// Concurrent users of flood scenarios.
     pub flood_concurrency: usize,
+    /// Consensus gossip messages per second of the gossip-flood scenario's flooder.
+    pub gossip_rate: u64,
     /// Stop validator 1 this long after the load began (tests of the gates).
     pub stop_validator_at: Option<Duration>,
     /// Thresholds (the ramp stops at the first step that breaks one; the halt factor
@@ -287,7 +291,12 @@ pub async fn run(config: &BenchConfig, progress: &Progress) -> Result<Outcome> {
         tracker.clone(),
         run_tag,
         config.flood_concurrency,
-    );
+    )
+    .with_gossip_flood(scenario::GossipFloodSettings {
+        devnet_dir: devnet.is_some().then(|| config.devnet_dir.clone()),
+        rate: config.gossip_rate,
+        duration: config.warmup + config.duration,
+    });
     progress.phase("preparing the scenario");
     let workload = scenario::build(config.scenario, &ctx).await?;
     let collected = Arc::new(Collected::default());
@@ -314,7 +323,8 @@ pub async fn run(config: &BenchConfig, progress: &Progress) -> Result<Outcome> {
         tracker: tracker.clone(),
         collected: collected.clone(),
         workload,
-        flooded: (target == Target::Single).then_some(0),
+        flooded: (target == Target::Single || config.scenario == ScenarioKind::GossipFlood)
+            .then_some(0),
         config,
     };
     let rates = progress.spawn_rates(tracker.clone());

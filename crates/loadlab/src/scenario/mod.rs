@@ -73,10 +73,11 @@ impl ScenarioKind {
         }
     }
 
-    /// True for the flood scenarios, which drive their own load (as many requests as the
-    /// generator can make) instead of a rate or users.
+    /// True for the HTTP flood, which drives its own load (as many requests as the
+    /// generator can make) instead of a rate or users. (`gossip-flood` floods over p2p and
+    /// offers its transfers as configured.)
     pub fn is_flood(self) -> bool {
-        matches!(self, ScenarioKind::HttpFlood | ScenarioKind::GossipFlood)
+        matches!(self, ScenarioKind::HttpFlood)
     }
 }
 
@@ -116,7 +117,21 @@ pub struct Ctx {
     pub run_tag: u64,
     /// Concurrency of flood scenarios.
     pub flood_concurrency: usize,
+    /// Settings of the gossip-flood scenario's flooder.
+    pub gossip_flood: GossipFloodSettings,
     next_route: Arc<AtomicUsize>,
+}
+
+/// What the gossip-flood scenario's flooder needs beyond the common context.
+#[derive(Debug, Clone, Default)]
+pub struct GossipFloodSettings {
+    /// The devnet's directory (validator homes: p2p addresses and keys), when the lab
+    /// started the devnet.
+    pub devnet_dir: Option<std::path::PathBuf>,
+    /// Messages per second.
+    pub rate: u64,
+    /// Longest flood (warm-up plus the measured load); it also stops when the load ends.
+    pub duration: Duration,
 }
 
 impl Ctx {
@@ -138,8 +153,15 @@ impl Ctx {
             tracker,
             run_tag,
             flood_concurrency,
+            gossip_flood: GossipFloodSettings::default(),
             next_route: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    /// The same context with the gossip-flood settings.
+    pub fn with_gossip_flood(mut self, settings: GossipFloodSettings) -> Ctx {
+        self.gossip_flood = settings;
+        self
     }
 
     /// The next route, round-robin.
@@ -208,7 +230,7 @@ pub async fn build(kind: ScenarioKind, ctx: &Ctx) -> Result<Arc<dyn Workload>> {
         ScenarioKind::Orderbook => Arc::new(orderbook::Orderbook::new(ctx).await?),
         ScenarioKind::Tasks => Arc::new(tasks::Tasks::new(ctx).await?),
         ScenarioKind::HttpFlood => Arc::new(flood::HttpFlood::new(ctx).await),
-        ScenarioKind::GossipFlood => gossip_flood::build(ctx)?,
+        ScenarioKind::GossipFlood => Arc::new(gossip_flood::GossipFlood::new(ctx).await?),
     })
 }
 

@@ -1,0 +1,384 @@
+//! The gossip flooder of the `gossip-flood` scenario (seed 001's shape): a libp2p peer that
+//! joins the network next to one validator and publishes, at a fixed rate, consensus
+//! messages that validator cannot use yet or ever:
+//!
+//! - votes for heights far ahead (the node should drop them before any signature check),
+//! - votes for rounds far ahead of the current one (same),
+//! - votes for blocks nobody proposed, at the current and the next height, signed with real
+//!   validator keys when the lab has them (they pass verification: the node must count them
+//!   without fetching anything, and buffer the next height's in its bounded buffer),
+//! - proposals for unknown blocks in far-future rounds,
+//! - re-sends of earlier messages under a new gossip id (the node should not verify twice),
+//! - and, if asked, junk bytes — which get the flooder banned; it then comes back under a new
+//!   identity, as a Sybil attacker would.
+//!
+//! Every message is distinct on the wire (the gossip envelope's re-send number), so gossipsub's
+//! own duplicate filter does none of the node's work. The flood is bounded in time and count
+//! and stops by itself.
+
+use anyhow::{Context, Result};
+use basalt_node::messages::{ConsensusGossip, ConsensusMessage};
+use basalt_p2p::{Multiaddr, P2pConfig, Topic};
+use basalt_types::crypto::sha256;
+use basalt_types::{
+    Block, BlockHeader, BoundedVec, Hash, Keypair, Proposal, Round, SignedVote, Vote, VoteKind,
+};
+use serde::Serialize;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often the flooder asks the target for its height and round.
+const TIP_POLL: Duration = Duration::from_millis(200);
+/// How long a fresh identity may take to connect before the flood gives up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Re-sendable messages remembered.
+const RESEND_POOL: usize = 256;
+
+/// What to flood, where, how fast, for how long.
+#[derive(Debug, Clone)]
+pub struct FloodConfig {
+    /// The target's p2p address, ending in `/p2p/<peer id>`.
+    pub target: Multiaddr,
+    /// The target's RPC base URL (for its current height and round).
+    pub target_rpc: String,
+    /// Messages per second.
+    pub rate: u64,
+    /// How long to flood.
+    pub duration: Duration,
+    /// Validator keys (index in the set, key) for votes that pass verification; empty →
+    /// only messages the node must drop without verifying.
+    pub validator_keys: Vec<(u16, Keypair)>,
+    /// Number of validators (indices of signed junk stay in range).
+    pub validators: u16,
+    /// Share of junk messages, per mille (each gets the flooder closer to a ban).
+    pub junk_per_mille: u32,
+    /// Set to end the flood early.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What the flooder did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FloodReport {
+    /// Messages handed to the flooder's gossipsub.
+    pub sent: u64,
+    /// Messages not sent because the flooder's own command queue was full.
+    pub backpressured: u64,
+    /// Messages sent per second, measured.
+    pub rate_achieved: f64,
+    /// Far-future-height votes.
+    pub far_future_height: u64,
+    /// Far-future-round votes and proposals.
+    pub far_future_round: u64,
+    /// Votes for unknown blocks (current and next height).
+    pub unknown_block: u64,
+    /// Re-sends of earlier messages.
+    pub resends: u64,
+    /// Junk messages.
+    pub junk: u64,
+    /// Identities used (1 + reconnections after a ban or disconnect).
+    pub identities: u32,
+}
+
+#[derive(Default)]
+struct Tip {
+    height: AtomicU64,
+    round: AtomicU32,
+}
+
+/// Flood until `config.duration` has passed. Returns what was sent.
+pub async fn run(config: FloodConfig) -> Result<FloodReport> {
+    let tip = Arc::new(Tip::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = tokio::spawn(poll_tip(
+        config.target_rpc.clone(),
+        tip.clone(),
+        stop.clone(),
+    ));
+    let result = flood(&config, &tip).await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = poller.await;
+    result
+}
+
+async fn poll_tip(rpc: String, tip: Arc<Tip>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let client = reqwest::Client::new();
+    let url = format!("{}/v1/status", rpc.trim_end_matches('/'));
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(response) = client.get(&url).timeout(TIP_POLL * 5).send().await {
+            if let Ok(status) = response.json::<serde_json::Value>().await {
+                let height = status["height"].as_u64().unwrap_or(0);
+                let round = status["round"].as_u64().unwrap_or(0);
+                tip.height.store(height + 1, Ordering::Relaxed); // the height being decided
+                tip.round
+                    .store(u32::try_from(round).unwrap_or(u32::MAX), Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(TIP_POLL).await;
+    }
+}
+
+/// One flooder identity: a p2p service connected to the target.
+struct Identity {
+    handle: basalt_p2p::NetworkHandle,
+    drain: tokio::task::JoinHandle<()>,
+}
+
+async fn connect(config: &FloodConfig, seed: u64) -> Result<Identity> {
+    let key = sha256(&[b"basalt-flood".as_slice(), &seed.to_le_bytes()].concat()).0;
+    let mut p2p = P2pConfig::new(key, "/ip4/127.0.0.1/tcp/0".parse()?);
+    p2p.peers.push(config.target.clone());
+    let (handle, mut events) = basalt_p2p::spawn(p2p).context("flooder p2p")?;
+    // Nobody reads what the network says to the flooder.
+    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    while handle.connected_peers() == 0 {
+        if Instant::now() > deadline {
+            handle.shutdown().await;
+            drain.abort();
+            anyhow::bail!("flooder could not connect to {}", config.target);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Let gossipsub learn the target's subscriptions before the first publish.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Ok(Identity { handle, drain })
+}
+
+async fn flood(config: &FloodConfig, tip: &Tip) -> Result<FloodReport> {
+    let mut report = FloodReport::default();
+    let mut identity_seed = u64::from(std::process::id()) << 32;
+    let mut identity = connect(config, identity_seed).await?;
+    report.identities = 1;
+    let mut generator = Generator::new(config);
+    let started = Instant::now();
+    let end = started + config.duration;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while Instant::now() < end && !config.stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        if identity.handle.connected_peers() == 0 {
+            // Banned (junk) or dropped: come back as someone else.
+            identity.handle.shutdown().await;
+            identity.drain.abort();
+            identity_seed += 1;
+            identity = connect(config, identity_seed).await?;
+            report.identities += 1;
+            continue;
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        let due = (elapsed * config.rate as f64) as u64;
+        let height = tip.height.load(Ordering::Relaxed).max(1);
+        let round = tip.round.load(Ordering::Relaxed);
+        while report.sent + report.backpressured < due {
+            let (kind, data) = generator.next(height, round);
+            match identity.handle.try_publish(Topic::Consensus, data) {
+                Ok(()) => {
+                    report.sent += 1;
+                    match kind {
+                        Kind::FarHeight => report.far_future_height += 1,
+                        Kind::FarRound => report.far_future_round += 1,
+                        Kind::Unknown => report.unknown_block += 1,
+                        Kind::Resend => report.resends += 1,
+                        Kind::Junk => report.junk += 1,
+                    }
+                }
+                Err(_) => report.backpressured += 1,
+            }
+        }
+    }
+    identity.handle.shutdown().await;
+    identity.drain.abort();
+    report.rate_achieved = report.sent as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    Ok(report)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Kind {
+    FarHeight,
+    FarRound,
+    Unknown,
+    Resend,
+    Junk,
+}
+
+/// Deterministic message generator (counter-based; no randomness needed).
+struct Generator {
+    counter: u64,
+    keys: Vec<(u16, Keypair)>,
+    /// A key that is not a validator's: its signatures fail, but the messages it signs
+    /// are of kinds the node must drop before checking.
+    outsider: Keypair,
+    validators: u16,
+    junk_per_mille: u32,
+    pool: Vec<ConsensusMessage>,
+}
+
+impl Generator {
+    fn new(config: &FloodConfig) -> Generator {
+        Generator {
+            counter: 0,
+            keys: config.validator_keys.clone(),
+            outsider: Keypair::from_seed([0xf1; 32]),
+            validators: config.validators.max(1),
+            junk_per_mille: config.junk_per_mille.min(1000),
+            pool: Vec::new(),
+        }
+    }
+
+    fn fresh_hash(&self) -> Hash {
+        sha256(&[b"flood-block".as_slice(), &self.counter.to_le_bytes()].concat())
+    }
+
+    fn vote(&self, height: u64, round: Round, block_id: Option<Hash>) -> SignedVote {
+        let slot = (self.counter % u64::from(self.validators)) as u16;
+        let (validator, key) = match self
+            .keys
+            .get(self.counter as usize % self.keys.len().max(1))
+        {
+            Some((index, key)) if !self.keys.is_empty() => (*index, key),
+            _ => (slot, &self.outsider),
+        };
+        Vote {
+            kind: if self.counter.is_multiple_of(2) {
+                VoteKind::Prevote
+            } else {
+                VoteKind::Precommit
+            },
+            height,
+            round,
+            block_id,
+            validator,
+        }
+        .sign(key)
+    }
+
+    fn next(&mut self, height: u64, round: Round) -> (Kind, Vec<u8>) {
+        self.counter += 1;
+        let c = self.counter;
+        if u64::from(self.junk_per_mille) > c % 1000 {
+            let junk = sha256(&c.to_le_bytes()).0.to_vec();
+            return (Kind::Junk, junk);
+        }
+        let (kind, message) = match c % 10 {
+            0..=3 => {
+                let far = height + 3 + c % 64;
+                let vote = self.vote(far, 0, Some(self.fresh_hash()));
+                (Kind::FarHeight, ConsensusMessage::Vote(vote))
+            }
+            4 => {
+                let far = round.saturating_add(32 + (c % 64) as Round);
+                let vote = self.vote(height, far, Some(self.fresh_hash()));
+                (Kind::FarRound, ConsensusMessage::Vote(vote))
+            }
+            5 => {
+                let far = round.saturating_add(32 + (c % 64) as Round);
+                (Kind::FarRound, self.proposal(height, far))
+            }
+            6 | 7 if !self.keys.is_empty() => {
+                let h = height + c % 2;
+                let r = round.saturating_add((c % 3) as Round);
+                let vote = self.vote(h, r, Some(self.fresh_hash()));
+                (Kind::Unknown, ConsensusMessage::Vote(vote))
+            }
+            8 | 9 if !self.pool.is_empty() => {
+                let pick = (c as usize / 10) % self.pool.len();
+                (Kind::Resend, self.pool[pick].clone())
+            }
+            _ => {
+                let far = height + 3 + c % 64;
+                let vote = self.vote(far, 0, None);
+                (Kind::FarHeight, ConsensusMessage::Vote(vote))
+            }
+        };
+        if kind == Kind::Unknown && self.pool.len() < RESEND_POOL {
+            self.pool.push(message.clone());
+        }
+        let gossip = ConsensusGossip { resend: c, message };
+        (kind, gossip.to_bytes())
+    }
+
+    fn proposal(&self, height: u64, round: Round) -> ConsensusMessage {
+        let block = Block {
+            header: BlockHeader {
+                height,
+                round,
+                proposer: (self.counter % u64::from(self.validators)) as u16,
+                parent_hash: self.fresh_hash(),
+                state_root: Hash::ZERO,
+                txs_root: basalt_types::block::txs_root(&[]),
+                time_ms: 0,
+                last_commit_hash: Hash::ZERO,
+            },
+            txs: BoundedVec::default(),
+            last_commit: None,
+        };
+        let proposal = Proposal {
+            height,
+            round,
+            pol_round: None,
+            block_id: block.id(),
+            proposer: block.header.proposer,
+        };
+        let key = self.keys.first().map_or(&self.outsider, |(_, k)| k);
+        ConsensusMessage::Proposal {
+            proposal: proposal.sign(key),
+            block: Box::new(block),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(keys: usize, junk: u32) -> FloodConfig {
+        FloodConfig {
+            target: "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+            target_rpc: String::new(),
+            rate: 1,
+            duration: Duration::from_secs(1),
+            validator_keys: (0..keys)
+                .map(|i| (i as u16, Keypair::from_seed([i as u8 + 1; 32])))
+                .collect(),
+            validators: 4,
+            junk_per_mille: junk,
+            stop: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn every_message_is_distinct_on_the_wire_and_the_mix_is_as_documented() {
+        let mut generator = Generator::new(&config(4, 0));
+        let mut seen = std::collections::HashSet::new();
+        let mut kinds = std::collections::HashMap::new();
+        for _ in 0..10_000 {
+            let (kind, bytes) = generator.next(100, 0);
+            assert!(seen.insert(bytes), "gossip ids would collide");
+            *kinds.entry(kind).or_insert(0u32) += 1;
+        }
+        assert_eq!(kinds.get(&Kind::Junk), None);
+        assert!(kinds[&Kind::FarHeight] >= 4_000);
+        assert!(kinds[&Kind::FarRound] >= 2_000);
+        assert!(kinds[&Kind::Unknown] >= 1_900);
+        assert!(kinds[&Kind::Resend] >= 1_900);
+    }
+
+    #[test]
+    fn without_validator_keys_nothing_needs_verifying() {
+        let mut generator = Generator::new(&config(0, 0));
+        for _ in 0..1_000 {
+            let (kind, _) = generator.next(100, 0);
+            assert!(matches!(kind, Kind::FarHeight | Kind::FarRound), "{kind:?}");
+        }
+    }
+
+    #[test]
+    fn junk_share_is_honoured() {
+        let mut generator = Generator::new(&config(4, 100));
+        let junk = (0..10_000)
+            .filter(|_| generator.next(100, 0).0 == Kind::Junk)
+            .count();
+        assert_eq!(junk, 1_000);
+    }
+}

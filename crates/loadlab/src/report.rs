@@ -292,7 +292,14 @@ fn markdown_to_html(md: &str) -> String {
 type Line = (String, Vec<(f64, f64)>);
 
 /// A line chart as an SVG document, with grey marks at the phase boundaries.
-fn chart(title: &str, y_desc: &str, lines: &[Line], marks: &[f64]) -> Result<String> {
+/// With `from_min` the y axis starts at the lowest value (heights), else at 0.
+fn chart(
+    title: &str,
+    y_desc: &str,
+    lines: &[Line],
+    marks: &[f64],
+    from_min: bool,
+) -> Result<String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (960, 300)).into_drawing_area();
@@ -303,13 +310,19 @@ fn chart(title: &str, y_desc: &str, lines: &[Line], marks: &[f64]) -> Result<Str
             .map(|p| p.0)
             .chain(marks.iter().copied())
             .fold(1.0, f64::max);
-        let y_max = points.map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
+        let y_max = points.clone().map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
+        let y_min = if from_min {
+            points.map(|p| p.1).fold(f64::INFINITY, f64::min).min(y_max) * 0.98
+        } else {
+            0.0
+        };
+        let y_min = if y_min.is_finite() { y_min } else { 0.0 };
         let mut chart = ChartBuilder::on(&root)
             .caption(title, ("sans-serif", 18))
             .margin(10)
             .x_label_area_size(35)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+            .build_cartesian_2d(0.0..x_max, y_min..y_max)
             .map_err(|e| anyhow!("{e:?}"))?;
         chart
             .configure_mesh()
@@ -320,8 +333,8 @@ fn chart(title: &str, y_desc: &str, lines: &[Line], marks: &[f64]) -> Result<Str
         for mark in marks {
             chart
                 .draw_series(LineSeries::new(
-                    vec![(*mark, 0.0), (*mark, y_max)],
-                    BLACK.mix(0.25),
+                    vec![(*mark, y_min), (*mark, y_max)],
+                    BLACK.mix(0.6).stroke_width(2),
                 ))
                 .map_err(|e| anyhow!("{e:?}"))?;
         }
@@ -382,6 +395,7 @@ pub fn plots(series: &Series) -> Result<Vec<String>> {
                 ("offered".into(), points(s, |x| Some(x.offered as f64))),
             ],
             &marks,
+            false,
         )?,
         chart(
             "Submit → commit latency (by second of commit)",
@@ -391,6 +405,7 @@ pub fn plots(series: &Series) -> Result<Vec<String>> {
                 ("p99".into(), points(s, |x| x.latency_p99_ms)),
             ],
             &marks,
+            false,
         )?,
         chart(
             "Block time",
@@ -400,8 +415,9 @@ pub fn plots(series: &Series) -> Result<Vec<String>> {
                 ("max".into(), points(s, |x| x.block_time_max_ms)),
             ],
             &marks,
+            false,
         )?,
-        chart("Height of each validator", "height", &heights, &marks)?,
+        chart("Height of each validator", "height", &heights, &marks, true)?,
     ])
 }
 

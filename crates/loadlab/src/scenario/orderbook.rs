@@ -45,6 +45,32 @@ pub struct Orderbook {
     prepared: Mutex<HashMap<u64, Prepared>>,
     cancels_committed: AtomicU64,
     makers_filled: AtomicU64,
+    /// Per market at the end: resting bids, resting asks, best bid, best ask.
+    books: Mutex<Vec<BookEnd>>,
+}
+
+/// A market's book at the end of the run.
+#[derive(Debug, Clone, Copy)]
+struct BookEnd {
+    market: MarketId,
+    bids: usize,
+    asks: usize,
+    best_bid: Option<u64>,
+    best_ask: Option<u64>,
+}
+
+async fn read_book(ctx: &Ctx, market: MarketId) -> Option<BookEnd> {
+    let endpoint = ctx.validators.first()?;
+    let url = format!("{endpoint}/v1/markets/{market}/book");
+    let book: basalt_rpc::json::BookJson =
+        ctx.http.get(url).send().await.ok()?.json().await.ok()?;
+    Some(BookEnd {
+        market,
+        bids: book.bids.len(),
+        asks: book.asks.len(),
+        best_bid: book.bids.first().map(|o| o.price_ticks),
+        best_ask: book.asks.first().map(|o| o.price_ticks),
+    })
 }
 
 /// Whether operation `op` is a maker's; else its taker number.
@@ -119,6 +145,7 @@ impl Orderbook {
             prepared: Mutex::new(HashMap::new()),
             cancels_committed: AtomicU64::new(0),
             makers_filled: AtomicU64::new(0),
+            books: Mutex::new(Vec::new()),
         })
     }
 
@@ -276,6 +303,24 @@ impl Workload for Orderbook {
                 self.makers_filled.load(Ordering::Relaxed).to_string(),
             ),
         ];
+        let books = self.books.lock().map(|b| b.clone()).unwrap_or_default();
+        for b in books {
+            let crossed = matches!((b.best_bid, b.best_ask), (Some(bid), Some(ask)) if bid >= ask);
+            facts.push((
+                format!(
+                    "market {} at the end: resting bids / asks, best bid / ask",
+                    b.market
+                ),
+                format!(
+                    "{} / {}, {} / {}{}",
+                    b.bids,
+                    b.asks,
+                    b.best_bid.map_or("none".into(), |p| p.to_string()),
+                    b.best_ask.map_or("none".into(), |p| p.to_string()),
+                    if crossed { " (CROSSED)" } else { "" }
+                ),
+            ));
+        }
         if let Some(first) = self.makers.first() {
             facts.extend(sdk::facts("maker submitter 0", first));
         }
@@ -286,6 +331,13 @@ impl Workload for Orderbook {
         Box::pin(async move {
             for maker in &self.makers {
                 sdk::shut_down(maker, deadline);
+            }
+            let mut books = Vec::new();
+            for market in &self.markets {
+                books.extend(read_book(&self.ctx, *market).await);
+            }
+            if let Ok(mut slot) = self.books.lock() {
+                *slot = books;
             }
         })
     }

@@ -1,5 +1,6 @@
-//! Basalt's RPC: HTTP+JSON API, WebSocket subscriptions, OpenAPI document, Prometheus
-//! metrics endpoint, behind admission control, on its own runtime.
+//! Basalt's RPC: HTTP+JSON API, WebSocket subscriptions, a CometBFT-compatible JSON-RPC
+//! subset, OpenAPI document, Prometheus metrics endpoint, behind admission control, on its own
+//! runtime.
 //!
 //! # What it guarantees
 //!
@@ -19,15 +20,25 @@
 //!   or in the node's code becomes a 500 `internal` for that request only.
 //! - **Receipts are not raced.** A WebSocket client that watches a hash already committed
 //!   gets its receipt at once; a lagging client is told and its watched hashes re-checked.
+//! - **CometBFT tools work.** `POST /` (JSON-RPC 2.0, batches bounded), the URI form
+//!   (`GET /status`, `/block?height=`, `/tx?hash=0x…`, `/broadcast_tx_sync?tx=0x…`, ...) and
+//!   `GET /websocket` (subscriptions to `tm.event='NewBlock'` and `tm.event='Tx'`) answer
+//!   `status`, `block`, `tx`, `broadcast_tx_sync|async|commit` and `health` in CometBFT 0.38's
+//!   shapes, behind the same admission control (the `/v1` routes' concurrency limit is
+//!   shared). `broadcast_tx_commit` subscribes before submitting and checks the status after,
+//!   so it cannot miss the commit; it answers a JSON-RPC error when its wait runs out.
 //!
 //! # What it does not do
 //!
 //! - Decide anything or check signatures: the node's [`NodeApi`] does.
 //! - Limit TCP connections or slow header senders (hyper's defaults apply); a gateway or
 //!   a proxy in front is the place for per-client rate limits.
-//! - Serve the CometBFT JSON-RPC subset (not built yet).
+//! - Serve CometBFT methods beyond that subset (`abci_query`, `tx_search`, `validators`,
+//!   `commit`, ...), event queries other than the two above, or proofs; hashes Basalt has no
+//!   counterpart for (validators, consensus, results, evidence) are `""`.
 
 mod api;
+mod cometbft;
 mod config;
 mod error;
 pub mod json;
@@ -40,6 +51,11 @@ mod ws;
 pub use api::{
     AccountRecord, BlockAt, BlockEvent, BlockRecord, NodeApi, NodeStatus, Rejection, SyncStatus,
     TxStatus,
+};
+pub use cometbft::{
+    ASYNC_SUBMITS_MAX, BATCH_REQUESTS_MAX, ROUTE_COMET_BLOCK, ROUTE_COMET_BROADCAST_TX_ASYNC,
+    ROUTE_COMET_BROADCAST_TX_COMMIT, ROUTE_COMET_BROADCAST_TX_SYNC, ROUTE_COMET_HEALTH,
+    ROUTE_COMET_JSONRPC, ROUTE_COMET_STATUS, ROUTE_COMET_TX, ROUTE_COMET_WEBSOCKET,
 };
 pub use config::{
     RpcConfig, RpcLimits, BLOCKING_THREADS_MAX, BODY_BYTES_MAX_DEFAULT,

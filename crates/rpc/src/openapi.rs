@@ -268,7 +268,151 @@ fn openapi_path() -> Value {
     })
 }
 
+fn jsonrpc_response(description: &str) -> Value {
+    json!({ "description": description, "content": json_content(schema_ref("JsonRpcResponse")) })
+}
+
+fn query_param(name: &str, required: bool, description: &str) -> Value {
+    json!({
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": string(),
+    })
+}
+
+/// `GET /<method>`: CometBFT's URI form of a method.
+fn comet_uri_path(method: &str, summary: &str, parameters: Value) -> Value {
+    json!({
+        "get": {
+            "operationId": format!("comet_{method}"),
+            "summary": summary,
+            "tags": ["CometBFT"],
+            "parameters": parameters,
+            "responses": {
+                "200": jsonrpc_response("`{\"jsonrpc\":\"2.0\",\"id\":-1,\"result\":...}`"),
+                "400": jsonrpc_response("JSON-RPC error -32602 (invalid params)"),
+                "404": jsonrpc_response("JSON-RPC error -32603: no such block or transaction"),
+                "500": jsonrpc_response("JSON-RPC error -32603: the node failed or a wait ran out"),
+                "503": jsonrpc_response("Shed by admission control (`overloaded`, `timeout`)"),
+            },
+        }
+    })
+}
+
+fn comet_paths() -> Vec<(&'static str, Value)> {
+    let tx = || {
+        json!([query_param(
+            "tx",
+            true,
+            "Canonical SignedTx bytes: 0x-hex or base64"
+        )])
+    };
+    vec![
+        (
+            "/",
+            json!({
+                "post": {
+                    "operationId": "comet_jsonrpc",
+                    "summary": "CometBFT 0.38 JSON-RPC 2.0: one request or a batch",
+                    "tags": ["CometBFT"],
+                    "description": concat!(
+                        "Methods `health`, `status`, `block` {height?}, `tx` {hash: base64 or ",
+                        "hex}, `broadcast_tx_sync|async|commit` {tx: base64}, in CometBFT 0.38's ",
+                        "shapes. A batch is an array of at most 100 requests. Per-call errors ",
+                        "answer 200 with a JSON-RPC error; a request without `id` is a ",
+                        "notification and gets no answer (204 when nothing is answered)."
+                    ),
+                    "requestBody": {
+                        "required": true,
+                        "content": json_content(json!({ "type": "object" })),
+                    },
+                    "responses": {
+                        "200": jsonrpc_response("A JSON-RPC response, or an array of them"),
+                        "204": { "description": "Only notifications: nothing to answer" },
+                        "400": jsonrpc_response("-32700 parse error or -32600 invalid request"),
+                        "413": jsonrpc_response("-32600: body or batch over the limit"),
+                        "503": jsonrpc_response("Shed by admission control"),
+                    },
+                }
+            }),
+        ),
+        (
+            "/websocket",
+            json!({
+                "get": {
+                    "operationId": "comet_websocket",
+                    "summary": "CometBFT JSON-RPC over WebSocket, with subscriptions",
+                    "tags": ["CometBFT"],
+                    "description": concat!(
+                        "Every method of `POST /`, plus `subscribe`, `unsubscribe` {query} and ",
+                        "`unsubscribe_all`. Queries: `tm.event='NewBlock'` and `tm.event='Tx'`. ",
+                        "Events carry the subscribe request's id; a connection that falls ",
+                        "behind has its subscriptions cancelled with error -32000."
+                    ),
+                    "responses": {
+                        "101": { "description": "Switching protocols to WebSocket" },
+                        "400": jsonrpc_response("Not a WebSocket upgrade request"),
+                        "503": jsonrpc_response("Too many requests or connections"),
+                    },
+                }
+            }),
+        ),
+        (
+            "/health",
+            comet_uri_path("health", "Empty result when the RPC is up", json!([])),
+        ),
+        (
+            "/status",
+            comet_uri_path("status", "Node, sync and validator info", json!([])),
+        ),
+        (
+            "/block",
+            comet_uri_path(
+                "block",
+                "A block (latest without height)",
+                json!([query_param("height", false, "A height above 0")]),
+            ),
+        ),
+        (
+            "/tx",
+            comet_uri_path(
+                "tx",
+                "A committed transaction with its result",
+                json!([query_param(
+                    "hash",
+                    true,
+                    "0x-hex, hex or base64 of the sha256 hash"
+                )]),
+            ),
+        ),
+        (
+            "/broadcast_tx_sync",
+            comet_uri_path("broadcast_tx_sync", "Submit and wait for admission", tx()),
+        ),
+        (
+            "/broadcast_tx_async",
+            comet_uri_path("broadcast_tx_async", "Submit without waiting", tx()),
+        ),
+        (
+            "/broadcast_tx_commit",
+            comet_uri_path("broadcast_tx_commit", "Submit and wait for the block", tx()),
+        ),
+    ]
+}
+
 fn paths() -> Value {
+    let mut paths = basalt_paths();
+    if let Value::Object(map) = &mut paths {
+        for (route, path) in comet_paths() {
+            map.insert(route.to_owned(), path);
+        }
+    }
+    paths
+}
+
+fn basalt_paths() -> Value {
     json!({
         "/v1/txs": submit_path(),
         "/v1/txs/{hash}": tx_path(),
@@ -538,6 +682,27 @@ fn subscription_schemas() -> Value {
     json!({ "SubscribeCommand": command, "ServerMessage": message })
 }
 
+fn comet_schemas() -> Value {
+    let mut response = object(
+        &["jsonrpc", "id"],
+        json!({
+            "jsonrpc": string_enum(&["2.0"]),
+            "id": { "description": "The request's id (-1 in the URI form)" },
+            "result": { "type": "object", "description": "CometBFT 0.38's result shape" },
+            "error": object(&["code", "message"], json!({
+                "code": { "type": "integer" },
+                "message": string(),
+                "data": string(),
+            })),
+        }),
+    );
+    response["description"] = json!(concat!(
+        "A JSON-RPC 2.0 response with exactly one of `result` or `error`. Hashes are ",
+        "upper-case hex, transaction bytes base64, 64-bit integers decimal strings."
+    ));
+    json!({ "JsonRpcResponse": response })
+}
+
 fn schemas() -> Value {
     let mut all = serde_json::Map::new();
     for group in [
@@ -547,6 +712,7 @@ fn schemas() -> Value {
         block_schemas(),
         state_schemas(),
         subscription_schemas(),
+        comet_schemas(),
     ] {
         if let Value::Object(map) = group {
             all.extend(map);

@@ -2,11 +2,17 @@
 //!
 //! Layers, outermost first: metrics (route template, status, latency) → panic guard → body
 //! size limit → per-group admission control (load shed → concurrency limit → deadline) →
-//! handler. Synchronous node calls run on the blocking pool behind a bounded number of
+//! handler. The `/v1` routes and the CometBFT routes share one concurrency limit. Synchronous
+//! node calls run on the blocking pool behind a bounded number of
 //! slots, so a slow storage read can stall neither the async workers nor, after its request
 //! timed out, pile up without bound.
 
 use crate::api::{BlockAt, NodeApi};
+use crate::cometbft::{
+    ROUTE_COMET_BLOCK, ROUTE_COMET_BROADCAST_TX_ASYNC, ROUTE_COMET_BROADCAST_TX_COMMIT,
+    ROUTE_COMET_BROADCAST_TX_SYNC, ROUTE_COMET_HEALTH, ROUTE_COMET_JSONRPC, ROUTE_COMET_STATUS,
+    ROUTE_COMET_TX, ROUTE_COMET_WEBSOCKET,
+};
 use crate::config::{RpcLimits, OPS_CONCURRENT_REQUESTS_MAX};
 use crate::error::ApiError;
 use crate::json::{
@@ -14,7 +20,7 @@ use crate::json::{
     SimulateResponse, SubmitRequest, SubmitResponse, SubmitResult, TxStatusJson,
 };
 use crate::metrics::{self, RpcMetrics, ShedReason};
-use crate::{openapi, ws};
+use crate::{cometbft, openapi, ws};
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::rejection::{BytesRejection, PathRejection};
@@ -62,7 +68,7 @@ pub const ROUTE_OPENAPI: &str = "/openapi.json";
 
 /// Every route template the server serves (also the possible `route` metric labels, with
 /// [`metrics::UNMATCHED_ROUTE`]).
-pub const ROUTES: [&str; 10] = [
+pub const ROUTES: [&str; 19] = [
     ROUTE_SUBMIT,
     ROUTE_TX,
     ROUTE_BLOCK,
@@ -73,6 +79,15 @@ pub const ROUTES: [&str; 10] = [
     ROUTE_SUBSCRIBE,
     ROUTE_METRICS,
     ROUTE_OPENAPI,
+    ROUTE_COMET_JSONRPC,
+    ROUTE_COMET_WEBSOCKET,
+    ROUTE_COMET_HEALTH,
+    ROUTE_COMET_STATUS,
+    ROUTE_COMET_BLOCK,
+    ROUTE_COMET_TX,
+    ROUTE_COMET_BROADCAST_TX_SYNC,
+    ROUTE_COMET_BROADCAST_TX_ASYNC,
+    ROUTE_COMET_BROADCAST_TX_COMMIT,
 ];
 
 /// Content type of `/metrics` (OpenMetrics text, what prometheus-client encodes).
@@ -92,6 +107,8 @@ pub(crate) struct Shared<S> {
     pub(crate) blocking_slots: Arc<Semaphore>,
     /// Becomes `true` when the server shuts down (WebSocket sessions close).
     pub(crate) shutdown: watch::Receiver<bool>,
+    /// What the CometBFT routes share.
+    pub(crate) comet: cometbft::CometState,
 }
 
 pub(crate) type AppState<S> = Arc<Shared<S>>;
@@ -103,7 +120,8 @@ pub(crate) type AppState<S> = Arc<Shared<S>>;
 pub fn router<S: NodeApi>(api: S, limits: RpcLimits, metrics: RpcMetrics) -> Router {
     // The sender is dropped at once: the receiver then never reports a shutdown.
     let (_never, shutdown) = watch::channel(false);
-    build_router(api, limits, metrics, shutdown)
+    let ws_slots = Arc::new(Semaphore::new(limits.max_ws_connections));
+    build_router(api, limits, metrics, shutdown, ws_slots)
 }
 
 pub(crate) fn build_router<S: NodeApi>(
@@ -111,18 +129,22 @@ pub(crate) fn build_router<S: NodeApi>(
     limits: RpcLimits,
     metrics: RpcMetrics,
     shutdown: watch::Receiver<bool>,
+    ws_slots: Arc<Semaphore>,
 ) -> Router {
     let openapi = Bytes::from(openapi::openapi_document().to_string());
     let shared = Arc::new(Shared {
         api,
-        ws_slots: Arc::new(Semaphore::new(limits.max_ws_connections)),
+        ws_slots,
         blocking_slots: Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1))),
         openapi,
         shutdown,
+        comet: cometbft::CometState::new(),
         limits: limits.clone(),
         metrics: metrics.clone(),
     });
     let timeout = limits.request_timeout();
+    // One limit for `/v1` and the CometBFT routes: both reach the same node.
+    let api_slots = Arc::new(Semaphore::new(limits.max_concurrent_requests.max(1)));
     let api_routes = Router::new()
         .route(ROUTE_SUBMIT, post(submit_txs::<S>))
         .route(ROUTE_TX, get(tx_status::<S>))
@@ -135,16 +157,29 @@ pub(crate) fn build_router<S: NodeApi>(
         .method_not_allowed_fallback(method_not_allowed);
     let api_routes = with_admission(
         api_routes,
-        limits.max_concurrent_requests,
+        api_slots.clone(),
         timeout,
         &metrics,
+        IntoResponse::into_response,
     );
+    let comet_routes = cometbft::routes::<S>().method_not_allowed_fallback(comet_not_allowed);
+    let comet_routes = with_admission(comet_routes, api_slots, timeout, &metrics, |error| {
+        cometbft::error_response(&error)
+    });
     let ops_routes = Router::new()
         .route(ROUTE_METRICS, get(metrics_text::<S>))
         .route(ROUTE_OPENAPI, get(openapi_json::<S>))
         .method_not_allowed_fallback(method_not_allowed);
-    let ops_routes = with_admission(ops_routes, OPS_CONCURRENT_REQUESTS_MAX, timeout, &metrics);
+    let ops_slots = Arc::new(Semaphore::new(OPS_CONCURRENT_REQUESTS_MAX));
+    let ops_routes = with_admission(
+        ops_routes,
+        ops_slots,
+        timeout,
+        &metrics,
+        IntoResponse::into_response,
+    );
     api_routes
+        .merge(comet_routes)
         .merge(ops_routes)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -153,23 +188,25 @@ pub(crate) fn build_router<S: NodeApi>(
         .with_state(shared)
 }
 
-/// Shed at once when `max_in_flight` requests are running (503 `overloaded`), and give each
-/// request `timeout` (503 `timeout`). Nothing queues: a full server answers immediately.
+/// Shed at once when every slot of `in_flight` is taken (503 `overloaded`), and give each
+/// request `timeout` (503 `timeout`); `render` shapes the error the way the routes answer.
+/// Nothing queues: a full server answers immediately.
 fn with_admission<S: NodeApi>(
     routes: Router<AppState<S>>,
-    max_in_flight: usize,
+    in_flight: Arc<Semaphore>,
     timeout: Duration,
     metrics: &RpcMetrics,
+    render: fn(ApiError) -> Response,
 ) -> Router<AppState<S>> {
     let metrics = metrics.clone();
     routes.layer(
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(move |error: BoxError| {
                 let metrics = metrics.clone();
-                async move { shed_response(&metrics, &error) }
+                async move { render(shed_response(&metrics, &error)) }
             }))
             .layer(LoadShedLayer::new())
-            .layer(GlobalConcurrencyLimitLayer::new(max_in_flight.max(1)))
+            .layer(GlobalConcurrencyLimitLayer::with_semaphore(in_flight))
             .layer(TimeoutLayer::new(timeout)),
     )
 }
@@ -214,6 +251,10 @@ async fn method_not_allowed(method: Method) -> ApiError {
     )
 }
 
+async fn comet_not_allowed(method: Method) -> Response {
+    cometbft::error_response(&method_not_allowed(method).await)
+}
+
 /// Run a synchronous node call on the blocking pool, holding a slot until it returns.
 pub(crate) async fn run_blocking<S, T, F>(shared: &Shared<S>, call: F) -> Result<T, ApiError>
 where
@@ -239,7 +280,7 @@ where
     })
 }
 
-fn body_bytes(
+pub(crate) fn body_bytes(
     shared: &Shared<impl NodeApi>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Bytes, ApiError> {
@@ -283,7 +324,7 @@ fn decode_text(encoding: Encoding, text: &str) -> Result<Vec<u8>, String> {
 }
 
 /// The per-item rejection for bytes that are not a signed transaction.
-fn decode_rejection(error: &basalt_types::DecodeError) -> ErrorBody {
+pub(crate) fn decode_rejection(error: &basalt_types::DecodeError) -> ErrorBody {
     let code = match error {
         basalt_types::DecodeError::InputTooLarge { .. } => "too_large",
         _ => "decode",

@@ -10,9 +10,10 @@ use std::future::IntoFuture;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 /// Thread name of the RPC runtime's threads (visible in `top -H`, profilers, panics).
 pub const THREAD_NAME: &str = "rpc";
@@ -76,13 +77,26 @@ pub fn spawn<S: NodeApi>(
     let limits = RpcLimits::from(&config);
     let metrics = RpcMetrics::registered(registry);
     let (stop, stopped) = watch::channel(false);
-    let app = build_router(api, limits.clone(), metrics, stopped.clone());
+    let sessions = Sessions {
+        slots: Arc::new(Semaphore::new(limits.max_ws_connections)),
+        max: limits.max_ws_connections,
+    };
+    let app = build_router(
+        api,
+        limits.clone(),
+        metrics,
+        stopped.clone(),
+        sessions.slots.clone(),
+    );
     let grace = limits.request_timeout() + Duration::from_millis(SHUTDOWN_GRACE_MS);
     let (ready_tx, ready_rx) = mpsc::sync_channel::<io::Result<()>>(1);
     let thread = std::thread::Builder::new()
         .name(THREAD_NAME.to_owned())
         .spawn(move || {
-            runtime.block_on(serve(listener, app, stopped, grace, ready_tx));
+            runtime.block_on(async move {
+                serve(listener, app, stopped, grace, ready_tx).await;
+                sessions.closed().await;
+            });
             // Stragglers (a node call stuck in storage, say) get a moment, then are dropped.
             runtime.shutdown_timeout(Duration::from_millis(SHUTDOWN_GRACE_MS));
         })?;
@@ -103,6 +117,28 @@ pub fn spawn<S: NodeApi>(
         stop,
         thread: Some(thread),
     })
+}
+
+/// The WebSocket sessions' slots. Upgraded connections are not hyper's any more, so its
+/// graceful shutdown does not wait for them; this does.
+struct Sessions {
+    slots: Arc<Semaphore>,
+    max: usize,
+}
+
+impl Sessions {
+    /// Wait (at most [`SHUTDOWN_GRACE_MS`]) until every session has said goodbye to its
+    /// client and let go of its slot, so that stopping the runtime does not cut them off.
+    async fn closed(&self) {
+        let all = u32::try_from(self.max).unwrap_or(u32::MAX);
+        let grace = Duration::from_millis(SHUTDOWN_GRACE_MS);
+        if tokio::time::timeout(grace, self.slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("rpc shutdown grace expired with WebSocket sessions open");
+        }
+    }
 }
 
 /// Serve until `stopped` turns true, then drain for at most `grace`.

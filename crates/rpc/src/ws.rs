@@ -353,7 +353,7 @@ fn parse_hashes(texts: &[String]) -> Result<Vec<Hash>, String> {
 }
 
 /// Resolves when shutdown is signalled; never, when the sender is gone without signalling.
-async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
+pub(crate) async fn shutdown_signalled(shutdown: &mut watch::Receiver<bool>) {
     loop {
         if *shutdown.borrow_and_update() {
             return;

@@ -386,8 +386,9 @@ async fn unknown_routes_and_methods() {
     let server = TestServer::start(MockNode::new(), |_| {});
     let (status, body) = server.get("/v2/nothing").await;
     assert_eq!((status, error_code(&body)), (404, "not_found"), "{body}");
+    // `/` is CometBFT's JSON-RPC route: POST only, errors JSON-RPC shaped.
     let (status, body) = server.get("/").await;
-    assert_eq!((status, error_code(&body)), (404, "not_found"), "{body}");
+    assert_eq!((status, &body["jsonrpc"]), (405, &json!("2.0")), "{body}");
     let response = server
         .client
         .delete(server.url("/v1/status"))
@@ -408,7 +409,7 @@ async fn unknown_routes_and_methods() {
             &text,
             "basalt_rpc_requests_total{route=\"unmatched\",status=\"404\"}"
         ),
-        Some(2.0),
+        Some(1.0),
         "{text}"
     );
     server.stop().await;

@@ -429,7 +429,11 @@ impl Driver {
                 .get_or_create(&Metrics::label("kind", pending::kind(&evicted)))
                 .inc();
         }
-        self.metrics().pending_size.set(self.pending.len() as i64);
+        Metrics::set_with_max(
+            &self.metrics().pending_size,
+            &self.metrics().pending_size_max,
+            self.pending.len(),
+        );
     }
 
     /// Replay the pending buffer if consensus moved since the last replay.
@@ -455,7 +459,11 @@ impl Driver {
             }
         }
         self.replay_due = false;
-        self.metrics().pending_size.set(self.pending.len() as i64);
+        Metrics::set_with_max(
+            &self.metrics().pending_size,
+            &self.metrics().pending_size_max,
+            self.pending.len(),
+        );
         Ok(())
     }
 
@@ -982,9 +990,11 @@ impl Driver {
             .fetch_started
             .get_or_create(&Metrics::label("kind", key.kind()))
             .inc();
-        self.metrics()
-            .fetch_in_flight
-            .set(self.fetches.len() as i64);
+        Metrics::set_with_max(
+            &self.metrics().fetch_in_flight,
+            &self.metrics().fetch_in_flight_max,
+            self.fetches.len(),
+        );
     }
 
     /// Learn the tokens of sent fetches (the p2p task hands them back once it sent them).
@@ -1011,9 +1021,11 @@ impl Driver {
                 ("outcome", end.name()),
             ]))
             .inc();
-        self.metrics()
-            .fetch_in_flight
-            .set(self.fetches.len() as i64);
+        Metrics::set_with_max(
+            &self.metrics().fetch_in_flight,
+            &self.metrics().fetch_in_flight_max,
+            self.fetches.len(),
+        );
     }
 
     /// Protections off (`fetch_cap = false`): seed 001's behaviour, one untracked fetch per

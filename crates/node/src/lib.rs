@@ -127,6 +127,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
     registry.register_collector(Box::new(metrics::P2pCollector {
         handle: network.clone(),
     }));
+    registry.register_collector(Box::new(metrics::ProcessCollector));
     let (event_sender, _) = tokio::sync::broadcast::channel(EVENTS_QUEUE_MAX);
     let shared = Arc::new(Shared {
         chain_id: genesis.chain_id.clone(),

@@ -75,8 +75,12 @@ pub struct Metrics {
     pub pending_replayed: Family<Labels, Counter>,
     /// Messages in the pending buffer.
     pub pending_size: Gauge,
+    /// Most messages the pending buffer ever held.
+    pub pending_size_max: Gauge,
     /// Block fetches in flight.
     pub fetch_in_flight: Gauge,
+    /// Most block fetches ever in flight at once.
+    pub fetch_in_flight_max: Gauge,
     /// Block fetches started, by kind (range, hash).
     pub fetch_started: Family<Labels, Counter>,
     /// Block fetches refused at once, by kind and reason (duplicate, inflight_cap).
@@ -123,7 +127,9 @@ impl Metrics {
             pending_evicted: Family::default(),
             pending_replayed: Family::default(),
             pending_size: Gauge::default(),
+            pending_size_max: Gauge::default(),
             fetch_in_flight: Gauge::default(),
+            fetch_in_flight_max: Gauge::default(),
             fetch_started: Family::default(),
             fetch_refused: Family::default(),
             fetch_ended: Family::default(),
@@ -266,6 +272,16 @@ impl Metrics {
             m.fetch_in_flight,
         );
         registry.register(
+            "fetch_in_flight_max",
+            "Most block fetches ever in flight at once",
+            m.fetch_in_flight_max,
+        );
+        registry.register(
+            "pending_size_max",
+            "Most messages the pending buffer ever held",
+            m.pending_size_max,
+        );
+        registry.register(
             "fetch_started",
             "Block fetches started, by kind",
             m.fetch_started,
@@ -313,6 +329,15 @@ impl Metrics {
     /// Labels from pairs.
     pub fn labels(pairs: &[(&'static str, &str)]) -> Labels {
         pairs.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+    }
+
+    /// Set `gauge` to `value` and raise `max` to it if higher.
+    pub fn set_with_max(gauge: &Gauge, max: &Gauge, value: usize) {
+        let value = i64::try_from(value).unwrap_or(i64::MAX);
+        gauge.set(value);
+        if value > max.get() {
+            max.set(value);
+        }
     }
 
     /// Set the depth of the named queue.
@@ -416,6 +441,40 @@ impl prometheus_client::collector::Collector for P2pCollector {
             let counter = ConstCounter::new(value.load(Relaxed));
             let metric = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
             counter.encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
+/// The process's resident memory, read from `/proc/self/status` at scrape time (Linux; on
+/// other systems the metric is absent).
+#[derive(Debug)]
+pub struct ProcessCollector;
+
+/// Resident set size of this process in bytes, if the system tells.
+pub fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        if let Some(bytes) = resident_bytes() {
+            let gauge = ConstGauge::new(i64::try_from(bytes).unwrap_or(i64::MAX));
+            let metric = encoder.encode_descriptor(
+                "process_resident_memory_bytes",
+                "Resident memory of the node process",
+                None,
+                gauge.metric_type(),
+            )?;
+            gauge.encode(metric)?;
         }
         Ok(())
     }

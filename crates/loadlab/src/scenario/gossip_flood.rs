@@ -9,6 +9,7 @@
 use super::transfer::Transfer;
 use super::{Ctx, Workload};
 use crate::flood::{FloodConfig, FloodReport};
+use crate::stats::{bucket_delta, bucket_quantile, parse, total, Scrape};
 use anyhow::{bail, Context, Result};
 use basalt_node::config::{HomeLayout, KeyFile, NodeConfig};
 use futures::future::BoxFuture;
@@ -18,12 +19,144 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::task::JoinHandle;
 
+/// How often the flooded validator's metrics are read during the flood.
+const MONITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Resident memory is compared between the first and the last this many samples.
+const RSS_WINDOW_SAMPLES: usize = 10;
+
 /// Transfers plus a gossip flood at validator 0.
 pub struct GossipFlood {
     transfers: Arc<Transfer>,
     config: FloodConfig,
+    http: reqwest::Client,
     flooder: Mutex<Option<JoinHandle<Result<FloodReport>>>>,
+    monitor: Mutex<Option<JoinHandle<Vec<Scrape>>>>,
     report: Mutex<Option<Result<FloodReport, String>>>,
+    scrapes: Mutex<Vec<Scrape>>,
+}
+
+/// Read validator 0's metrics every [`MONITOR_INTERVAL`] until `stop`.
+async fn monitor(http: reqwest::Client, rpc: String, stop: Arc<AtomicBool>) -> Vec<Scrape> {
+    let mut scrapes = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(response) = http.get(format!("{rpc}/metrics")).send().await {
+            if let Ok(text) = response.text().await {
+                scrapes.push(parse(&text));
+            }
+        }
+        tokio::time::sleep(MONITOR_INTERVAL).await;
+    }
+    scrapes
+}
+
+/// What the flooded validator's metrics say over the flood (first to last scrape).
+pub fn flooded_facts(scrapes: &[Scrape]) -> Vec<(String, String)> {
+    let (Some(first), Some(last)) = (scrapes.first(), scrapes.last()) else {
+        return vec![("flooded validator metrics".into(), "not scraped".into())];
+    };
+    let mut facts = Vec::new();
+    let lag = bucket_delta(&[last], &[first], "basalt_consensus_timer_lag_seconds");
+    let ms = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |s| format!("{:.2} ms", s * 1e3));
+    facts.push((
+        "timer lag p50 (flooded)".into(),
+        ms(bucket_quantile(&lag, 0.5)),
+    ));
+    facts.push((
+        "timer lag p99 (flooded)".into(),
+        ms(bucket_quantile(&lag, 0.99)),
+    ));
+    let delta = |name: &str| total(last, name) - total(first, name);
+    facts.push((
+        "driver stalls (flooded)".into(),
+        format!("{}", delta("basalt_consensus_driver_stalls_total")),
+    ));
+    let max_of = |name: &str| {
+        scrapes
+            .iter()
+            .map(|s| total(s, name))
+            .fold(0.0_f64, f64::max)
+    };
+    facts.push((
+        "pending buffer max (flooded)".into(),
+        format!(
+            "{}",
+            total(last, "basalt_pending_size_max").max(max_of("basalt_pending_size"))
+        ),
+    ));
+    facts.push((
+        "fetches in flight max (flooded)".into(),
+        format!(
+            "{}",
+            total(last, "basalt_fetch_in_flight_max").max(max_of("basalt_fetch_in_flight"))
+        ),
+    ));
+    for reason in [
+        "far_future_height",
+        "far_future_round",
+        "stale_height",
+        "seen",
+        "idle",
+    ] {
+        let name = "basalt_gossip_dropped_total";
+        let count: f64 = [(last, 1.0), (first, -1.0)]
+            .iter()
+            .map(|(scrape, sign)| {
+                sign * scrape
+                    .iter()
+                    .filter(|(k, _)| {
+                        k.starts_with(&format!("{name}{{"))
+                            && k.contains(&format!("reason=\"{reason}\""))
+                    })
+                    .map(|(_, v)| v)
+                    .sum::<f64>()
+            })
+            .sum();
+        facts.push((
+            format!("gossip dropped before verification: {reason}"),
+            format!("{count}"),
+        ));
+    }
+    facts.push((
+        "pending buffer evictions (flooded)".into(),
+        format!("{}", delta("basalt_pending_evicted_total")),
+    ));
+    facts.push((
+        "fetch cap refusals (flooded)".into(),
+        format!("{}", delta("basalt_fetch_refused_total")),
+    ));
+    facts.push((
+        "signatures verified (flooded)".into(),
+        format!("{}", delta("basalt_signatures_verified_total")),
+    ));
+    let rss: Vec<f64> = scrapes
+        .iter()
+        .map(|s| total(s, "basalt_process_resident_memory_bytes"))
+        .filter(|v| *v > 0.0)
+        .collect();
+    if rss.len() >= 2 * RSS_WINDOW_SAMPLES {
+        let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+        let head = mean(&rss[..RSS_WINDOW_SAMPLES]);
+        let tail = mean(&rss[rss.len() - RSS_WINDOW_SAMPLES..]);
+        facts.push((
+            "resident memory first/last 10 s (flooded)".into(),
+            format!(
+                "{:.1} MiB -> {:.1} MiB ({:+.1} %)",
+                head / 1048576.0,
+                tail / 1048576.0,
+                (tail / head - 1.0) * 100.0
+            ),
+        ));
+    } else {
+        facts.push((
+            "resident memory growth (flooded)".into(),
+            format!(
+                "n/a: {} samples, needs {}",
+                rss.len(),
+                2 * RSS_WINDOW_SAMPLES
+            ),
+        ));
+    }
+    facts
 }
 
 impl GossipFlood {
@@ -73,6 +206,9 @@ impl GossipFlood {
             }
         }
         Ok(GossipFlood {
+            http: ctx.http.clone(),
+            monitor: Mutex::new(None),
+            scrapes: Mutex::new(Vec::new()),
             transfers: Arc::new(Transfer::new(ctx).await),
             config: FloodConfig {
                 target,
@@ -97,6 +233,14 @@ impl GossipFlood {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         if flooder.is_none() && !self.config.stop.load(Ordering::Relaxed) {
             *flooder = Some(tokio::spawn(crate::flood::run(self.config.clone())));
+            *self
+                .monitor
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(tokio::spawn(monitor(
+                self.http.clone(),
+                self.config.target_rpc.clone(),
+                self.config.stop.clone(),
+            )));
         }
     }
 }
@@ -161,6 +305,11 @@ impl Workload for GossipFlood {
             Some(Err(e)) => facts.push(("flooder failed".into(), e.clone())),
             None => facts.push(("flooder".into(), "did not run".into())),
         }
+        let scrapes = self
+            .scrapes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        facts.extend(flooded_facts(&scrapes));
         facts
     }
 
@@ -187,6 +336,20 @@ impl Workload for GossipFlood {
                 .report
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = outcome;
+            let monitor = self
+                .monitor
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take();
+            if let Some(monitor) = monitor {
+                let wait = deadline.saturating_duration_since(Instant::now());
+                if let Ok(Ok(scrapes)) = tokio::time::timeout(wait, monitor).await {
+                    *self
+                        .scrapes
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) = scrapes;
+                }
+            }
             self.transfers.finish(deadline).await;
         })
     }

@@ -46,7 +46,10 @@ fn gateway_port(args: &DevnetArgs) -> Result<u16> {
 }
 
 fn stop(children: &mut [Child]) {
-    for child in children.iter() {
+    for child in children.iter_mut() {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            continue; // Already exited (and reaped).
+        }
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())

@@ -20,6 +20,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{close_code, CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Duration;
@@ -74,7 +75,10 @@ async fn session<S: NodeApi>(socket: WebSocket, shared: AppState<S>, _slot: Owne
             }
             Step::Client(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
             Step::Client(Some(Ok(message))) => session.on_client(message).await,
-            Step::Event(Ok(event)) => session.on_event(&event).await,
+            Step::Event(Ok(event)) => match session.on_event(&event).await {
+                Ok(()) => Vec::new(),
+                Err(()) => return,
+            },
             Step::Event(Err(RecvError::Lagged(missed))) => session.on_lagged(missed),
             Step::Event(Err(RecvError::Closed)) => {
                 session.close("node event stream closed").await;
@@ -104,6 +108,14 @@ async fn next_event(
         Some(events) => events.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// An event as sent: a JSON-RPC success response borrowing the shared rendering.
+#[derive(Serialize)]
+struct EventMessage<'a> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: &'a Value,
 }
 
 struct Subscription {
@@ -192,38 +204,43 @@ impl<S: NodeApi> Session<S> {
         Ok(json!({}))
     }
 
-    async fn on_event(&mut self, event: &BlockEvent) -> Vec<RpcResponse> {
+    /// Send the block's events to the subscriptions, one message at a time straight from
+    /// the shared rendering: a connection never holds more than the message being sent.
+    async fn on_event(&mut self, event: &BlockEvent) -> Result<(), ()> {
         if self.subscriptions.is_empty() {
-            return Vec::new();
+            return Ok(());
         }
         let events = match block_events(&self.shared, event).await {
             Ok(events) => events,
             Err(error) => {
                 tracing::warn!(height = event.height, data = %error.data, "block event not rendered");
-                return Vec::new();
+                return Ok(());
             }
         };
-        let mut out = Vec::new();
         for kind in EventKind::ALL {
-            let Some(sub) = self.subscriptions.iter().find(|sub| sub.kind == kind) else {
+            let Some(id) = self
+                .subscriptions
+                .iter()
+                .find(|sub| sub.kind == kind)
+                .map(|sub| sub.id.clone())
+            else {
                 continue;
             };
-            match kind {
-                EventKind::NewBlock => {
-                    out.push(RpcResponse::success(
-                        sub.id.clone(),
-                        events.new_block.clone(),
-                    ));
-                }
-                EventKind::Tx => out.extend(
-                    events
-                        .txs
-                        .iter()
-                        .map(|tx| RpcResponse::success(sub.id.clone(), tx.clone())),
-                ),
+            let results = match kind {
+                EventKind::NewBlock => std::slice::from_ref(&events.new_block),
+                EventKind::Tx => events.txs.as_slice(),
+            };
+            for result in results {
+                let message = EventMessage {
+                    jsonrpc: "2.0",
+                    id: &id,
+                    result,
+                };
+                let text = serde_json::to_string(&message).map_err(|_| ())?;
+                self.send_raw(Message::Text(text.into())).await?;
             }
         }
-        out
+        Ok(())
     }
 
     /// Cancel every subscription with an error carrying its id, and let go of the stream.

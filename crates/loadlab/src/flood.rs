@@ -21,7 +21,8 @@ use basalt_node::messages::{ConsensusGossip, ConsensusMessage};
 use basalt_p2p::{Multiaddr, P2pConfig, Topic};
 use basalt_types::crypto::sha256;
 use basalt_types::{
-    Block, BlockHeader, BoundedVec, Hash, Keypair, Proposal, Round, SignedVote, Vote, VoteKind,
+    Block, BlockHeader, BoundedVec, Hash, Keypair, Proposal, Round, Signature, SignedVote, Vote,
+    VoteKind,
 };
 use serde::Serialize;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -230,7 +231,10 @@ impl Generator {
         sha256(&[b"flood-block".as_slice(), &self.counter.to_le_bytes()].concat())
     }
 
-    fn vote(&self, height: u64, round: Round, block_id: Option<Hash>) -> SignedVote {
+    /// A vote; `signed` = false leaves the signature zero (for kinds the node must drop
+    /// before any signature check: signing them would only spend the flooder's CPU, which
+    /// shares the machine with the validators).
+    fn vote(&self, height: u64, round: Round, block_id: Option<Hash>, signed: bool) -> SignedVote {
         let slot = (self.counter % u64::from(self.validators)) as u16;
         let (validator, key) = match self
             .keys
@@ -239,7 +243,7 @@ impl Generator {
             Some((index, key)) if !self.keys.is_empty() => (*index, key),
             _ => (slot, &self.outsider),
         };
-        Vote {
+        let vote = Vote {
             kind: if self.counter.is_multiple_of(2) {
                 VoteKind::Prevote
             } else {
@@ -249,8 +253,15 @@ impl Generator {
             round,
             block_id,
             validator,
+        };
+        if signed {
+            vote.sign(key)
+        } else {
+            SignedVote {
+                vote,
+                signature: Signature([0; 64]),
+            }
         }
-        .sign(key)
     }
 
     fn next(&mut self, height: u64, round: Round) -> (Kind, Vec<u8>) {
@@ -263,12 +274,12 @@ impl Generator {
         let (kind, message) = match c % 10 {
             0..=3 => {
                 let far = height + 3 + c % 64;
-                let vote = self.vote(far, 0, Some(self.fresh_hash()));
+                let vote = self.vote(far, 0, Some(self.fresh_hash()), false);
                 (Kind::FarHeight, ConsensusMessage::Vote(vote))
             }
             4 => {
                 let far = round.saturating_add(32 + (c % 64) as Round);
-                let vote = self.vote(height, far, Some(self.fresh_hash()));
+                let vote = self.vote(height, far, Some(self.fresh_hash()), false);
                 (Kind::FarRound, ConsensusMessage::Vote(vote))
             }
             5 => {
@@ -278,7 +289,7 @@ impl Generator {
             6 | 7 if !self.keys.is_empty() => {
                 let h = height + c % 2;
                 let r = round.saturating_add((c % 3) as Round);
-                let vote = self.vote(h, r, Some(self.fresh_hash()));
+                let vote = self.vote(h, r, Some(self.fresh_hash()), true);
                 (Kind::Unknown, ConsensusMessage::Vote(vote))
             }
             8 | 9 if !self.pool.is_empty() => {
@@ -287,7 +298,7 @@ impl Generator {
             }
             _ => {
                 let far = height + 3 + c % 64;
-                let vote = self.vote(far, 0, None);
+                let vote = self.vote(far, 0, None, false);
                 (Kind::FarHeight, ConsensusMessage::Vote(vote))
             }
         };
@@ -320,9 +331,11 @@ impl Generator {
             block_id: block.id(),
             proposer: block.header.proposer,
         };
-        let key = self.keys.first().map_or(&self.outsider, |(_, k)| k);
         ConsensusMessage::Proposal {
-            proposal: proposal.sign(key),
+            proposal: basalt_types::SignedProposal {
+                proposal,
+                signature: Signature([0; 64]),
+            },
             block: Box::new(block),
         }
     }

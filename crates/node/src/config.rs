@@ -136,6 +136,9 @@ pub struct ProtectionsSection {
     /// Messages for heights beyond the window, or rounds beyond the core's window, are
     /// dropped before their signatures are checked (off: everything is verified).
     pub early_drop: bool,
+    /// One peer may hand at most 2,000 consensus messages per second to the node (off:
+    /// unlimited, and a flooding peer can fill the event queue).
+    pub peer_gossip_rate: bool,
 }
 
 impl Default for ProtectionsSection {
@@ -146,6 +149,7 @@ impl Default for ProtectionsSection {
             fetch_cap: true,
             sync_gating: true,
             early_drop: true,
+            peer_gossip_rate: true,
         }
     }
 }
@@ -345,6 +349,8 @@ fetch_cap = {pfc}
 sync_gating = {psg}
 # Far-future heights and rounds dropped before signature checks.
 early_drop = {ped}
+# One peer hands at most 2,000 consensus messages per second to the node.
+peer_gossip_rate = {ppr}
 "#,
             moniker = self.moniker,
             tp = c.timeout_propose_ms,
@@ -372,6 +378,7 @@ early_drop = {ped}
             pfc = self.protections.fetch_cap,
             psg = self.protections.sync_gating,
             ped = self.protections.early_drop,
+            ppr = self.protections.peer_gossip_rate,
         )
     }
 }

@@ -118,6 +118,9 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
         config.p2p.listen_addr.parse().context("p2p.listen_addr")?,
     );
     let mut p2p_config = p2p_config;
+    if !config.protections.peer_gossip_rate {
+        p2p_config.consensus_messages_per_peer_per_sec = 0;
+    }
     for peer in &config.p2p.persistent_peers {
         p2p_config
             .peers

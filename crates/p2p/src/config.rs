@@ -90,6 +90,12 @@ pub const SYNC_STREAMS_PER_CONNECTION_MAX: usize = 32;
 /// Connections with no open stream are closed after this long.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Consensus gossip messages per second one peer may hand to the node (beyond: ignored and
+/// counted). A validator sends a few hundred per second at the fastest block times.
+pub const CONSENSUS_MESSAGES_PER_PEER_PER_SEC_DEFAULT: u64 = 2_000;
+/// Burst of consensus gossip one peer may send above its rate.
+pub const CONSENSUS_BURST_PER_PEER: u64 = 4_000;
+
 /// Configuration of [`crate::spawn`].
 #[derive(Debug, Clone)]
 pub struct P2pConfig {
@@ -107,6 +113,8 @@ pub struct P2pConfig {
     /// Timeout of one sync request (also how long an inbound request may wait for the
     /// node's answer).
     pub request_timeout: Duration,
+    /// Consensus gossip messages per second one peer may hand to the node; 0 = unlimited.
+    pub consensus_messages_per_peer_per_sec: u64,
 }
 
 impl P2pConfig {
@@ -119,6 +127,7 @@ impl P2pConfig {
             max_gossip_bytes: GOSSIP_BYTES_MAX_DEFAULT,
             invalid_messages_before_disconnect: INVALID_MESSAGES_BEFORE_DISCONNECT_DEFAULT,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            consensus_messages_per_peer_per_sec: CONSENSUS_MESSAGES_PER_PEER_PER_SEC_DEFAULT,
         }
     }
 

@@ -43,7 +43,8 @@ pub use codec::{
 };
 pub use config::{
     peer_id_of_address, P2pConfig, BANNED_PEERS_MAX, BAN_DURATION, COMMAND_QUEUE_CAPACITY,
-    CONNECTIONS_MAX, CONNECTIONS_PER_PEER_MAX, CONTROL_OVERFLOW_MAX, EVENT_QUEUE_CAPACITY,
+    CONNECTIONS_MAX, CONNECTIONS_PER_PEER_MAX, CONSENSUS_BURST_PER_PEER,
+    CONSENSUS_MESSAGES_PER_PEER_PER_SEC_DEFAULT, CONTROL_OVERFLOW_MAX, EVENT_QUEUE_CAPACITY,
     GOSSIP_BYTES_MAX_DEFAULT, GOSSIP_DUPLICATE_CACHE, GOSSIP_ENVELOPE_BYTES, GOSSIP_HEARTBEAT,
     IDLE_CONNECTION_TIMEOUT, INVALID_MESSAGES_BEFORE_DISCONNECT_DEFAULT, INVALID_MESSAGES_WINDOW,
     MAINTENANCE_INTERVAL, PENDING_INBOUND_CONNECTIONS_MAX, REDIAL_BACKOFF_INITIAL,
@@ -175,6 +176,10 @@ pub fn spawn(config: P2pConfig) -> Result<(NetworkHandle, mpsc::Receiver<Network
         listening: listening_tx,
         static_peers: peers,
         guard: peers::PeerGuard::new(config.invalid_messages_before_disconnect),
+        rates: peers::PeerRates::new(
+            config.consensus_messages_per_peer_per_sec,
+            config::CONSENSUS_BURST_PER_PEER,
+        ),
     };
     runtime.spawn(service.run());
     tracing::info!(%peer_id, listen = %config.listen, "p2p service started");

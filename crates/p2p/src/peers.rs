@@ -346,3 +346,80 @@ mod tests {
         assert_eq!(guard.banned(), BANNED_PEERS_MAX);
     }
 }
+
+/// Per-peer token buckets for consensus gossip: one peer can take at most its rate of the
+/// node's event queue, so a flooding peer cannot crowd out the validators' own messages
+/// (seed 001). Integer arithmetic in milli-messages; one bucket per connected peer.
+#[derive(Debug)]
+pub(crate) struct PeerRates {
+    /// Messages per second per peer; 0 = unlimited.
+    rate: u64,
+    /// Bucket size in messages.
+    burst: u64,
+    buckets: HashMap<PeerId, (u64, Instant)>,
+}
+
+impl PeerRates {
+    /// `rate` messages per second per peer (0 = unlimited), bursts of up to `burst`.
+    pub(crate) fn new(rate: u64, burst: u64) -> Self {
+        Self {
+            rate,
+            burst: burst.max(1),
+            buckets: HashMap::new(),
+        }
+    }
+
+    /// Take one message's token from `peer`'s bucket; false when it has none left.
+    pub(crate) fn admit(&mut self, peer: PeerId, now: Instant) -> bool {
+        if self.rate == 0 {
+            return true;
+        }
+        let capacity = self.burst.saturating_mul(1000);
+        let (tokens, last) = self.buckets.entry(peer).or_insert((capacity, now));
+        let elapsed_us =
+            u64::try_from(now.saturating_duration_since(*last).as_micros()).unwrap_or(u64::MAX);
+        // rate msgs/s = rate milli-messages per ms = rate/1000 milli-messages per µs.
+        let refill = elapsed_us.saturating_mul(self.rate) / 1000;
+        *tokens = tokens.saturating_add(refill).min(capacity);
+        *last = now;
+        if *tokens >= 1000 {
+            *tokens -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Forget a disconnected peer.
+    pub(crate) fn forget(&mut self, peer: &PeerId) {
+        self.buckets.remove(peer);
+    }
+}
+
+#[cfg(test)]
+mod rate_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_peer_gets_its_burst_then_its_rate() {
+        let now = Instant::now();
+        let peer = PeerId::random();
+        let other = PeerId::random();
+        let mut rates = PeerRates::new(1000, 100);
+        let admitted = (0..150).filter(|_| rates.admit(peer, now)).count();
+        assert_eq!(admitted, 100, "burst");
+        // Another peer is not affected.
+        assert!(rates.admit(other, now));
+        // 10 ms later: 10 more.
+        let later = now + Duration::from_millis(10);
+        let admitted = (0..50).filter(|_| rates.admit(peer, later)).count();
+        assert_eq!(admitted, 10);
+        // Refill never exceeds the burst.
+        let much_later = now + Duration::from_secs(60);
+        let admitted = (0..500).filter(|_| rates.admit(peer, much_later)).count();
+        assert_eq!(admitted, 100);
+        rates.forget(&peer);
+        assert!(PeerRates::new(0, 1).admit(peer, now), "0 = unlimited");
+    }
+}

@@ -25,7 +25,7 @@ use crate::message::{
     GossipId, NetworkCommand, NetworkEvent, RequestFailure, RequestToken, ResponseToken,
     SyncRequest, SyncResponse, Topic, Verdict,
 };
-use crate::peers::{Judgement, PeerGuard, StaticPeers};
+use crate::peers::{Judgement, PeerGuard, PeerRates, StaticPeers};
 use crate::stats::{self, bump, P2pStats};
 
 /// Transaction gossip is admitted only while the event queue holds fewer than this many
@@ -53,6 +53,7 @@ pub(crate) struct Service {
     pub(crate) listening: watch::Sender<Vec<Multiaddr>>,
     pub(crate) static_peers: StaticPeers,
     pub(crate) guard: PeerGuard,
+    pub(crate) rates: PeerRates,
 }
 
 impl Service {
@@ -224,6 +225,7 @@ impl Service {
                 if num_established == 0 {
                     tracing::debug!(peer = %peer_id, ?cause, "peer disconnected");
                     self.static_peers.on_disconnected(&peer_id, Instant::now());
+                    self.rates.forget(&peer_id);
                     self.emit(NetworkEvent::PeerDisconnected(peer_id), Lane::Control);
                 }
                 self.refresh_connected();
@@ -298,6 +300,11 @@ impl Service {
             return;
         };
         bump(&self.stats.topic(topic).received);
+        if topic == Topic::Consensus && !self.rates.admit(from, std::time::Instant::now()) {
+            bump(&self.stats.topic(topic).rate_limited);
+            self.report(&message_id, &from, MessageAcceptance::Ignore);
+            return;
+        }
         if message.data.len() > self.max_gossip_bytes {
             bump(&self.stats.gossip_rejected);
             self.report(&message_id, &from, MessageAcceptance::Reject);

@@ -14,6 +14,8 @@ pub struct TopicStats {
     pub received: AtomicU64,
     /// Received messages dropped because the event channel was full (reported `Ignore`).
     pub dropped_queue_full: AtomicU64,
+    /// Received messages dropped because their peer exceeded its rate (consensus topic).
+    pub rate_limited: AtomicU64,
     /// Messages we published.
     pub published: AtomicU64,
     /// Publishes that failed (no subscribed peer, too large, queues full).

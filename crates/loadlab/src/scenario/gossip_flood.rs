@@ -116,6 +116,22 @@ pub fn flooded_facts(scrapes: &[Scrape]) -> Vec<(String, String)> {
             format!("{count}"),
         ));
     }
+    for (label, name) in [
+        (
+            "consensus gossip received (flooded, p2p)",
+            "basalt_p2p_consensus_received_total",
+        ),
+        (
+            "consensus gossip dropped: peer over its rate (flooded, p2p)",
+            "basalt_p2p_consensus_rate_limited_total",
+        ),
+        (
+            "consensus gossip dropped: event queue full (flooded, p2p)",
+            "basalt_p2p_consensus_dropped_total",
+        ),
+    ] {
+        facts.push((label.into(), format!("{}", delta(name))));
+    }
     facts.push((
         "pending buffer evictions (flooded)".into(),
         format!("{}", delta("basalt_pending_evicted_total")),

@@ -40,9 +40,17 @@ fn parse_duration(text: &str) -> Result<Duration> {
     Duration::try_from_secs_f64(seconds).with_context(|| format!("{text:?} is out of range"))
 }
 
-/// Arguments of `basalt bench`.
+/// Arguments of `basalt bench` (boxed: the options are many, and the CLI's command enum
+/// should stay small).
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
+    #[command(flatten)]
+    options: Box<BenchOptions>,
+}
+
+/// The options of `basalt bench`.
+#[derive(clap::Args, Debug)]
+struct BenchOptions {
     /// Start a devnet for the run and tear it down afterwards (default when no --endpoints).
     #[arg(long)]
     devnet: bool,
@@ -136,12 +144,19 @@ pub struct BenchArgs {
     /// Do not fail the run when state roots disagree (they are still reported).
     #[arg(long)]
     no_state_root_gate: bool,
+    /// Instead of a run: sign --export-count transfers for the network at --endpoints and
+    /// write them to this file, one JSON line each (for locustfile.py), then exit.
+    #[arg(long, requires = "endpoints")]
+    export_txs: Option<PathBuf>,
+    /// Transfers to export.
+    #[arg(long, default_value_t = 100_000, requires = "export_txs")]
+    export_count: u64,
     /// Test hook: stop validator 1 this long after the load began.
     #[arg(long, hide = true, value_parser = parse_duration)]
     stop_validator_at: Option<Duration>,
 }
 
-impl BenchArgs {
+impl BenchOptions {
     fn gates(&self) -> Gates {
         Gates {
             sys_errors_max: self.sys_errors_max,
@@ -188,8 +203,26 @@ fn read_baseline(path: &PathBuf) -> Result<Summary> {
         .with_context(|| format!("{} is not a bench summary", path.display()))
 }
 
+fn export(args: &BenchOptions, path: &std::path::Path) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let written = runtime.block_on(basalt_loadlab::export::export_transfers_from(
+        &args.endpoints,
+        args.export_count,
+        path,
+    ))?;
+    eprintln!("wrote {written} pre-signed transfers to {}", path.display());
+    Ok(())
+}
+
 /// Run `basalt bench`.
 pub fn run_bench(args: BenchArgs) -> Result<()> {
+    let args = *args.options;
+    if let Some(path) = &args.export_txs {
+        return export(&args, path);
+    }
     if args.devnet && !args.endpoints.is_empty() {
         bail!("--devnet starts a network for the run; --endpoints uses a running one: pick one");
     }

@@ -18,6 +18,7 @@
 
 pub mod collect;
 pub mod devnet;
+pub mod export;
 // The gossip-flood flooder (written with the node's flood protections): keep this line.
 pub mod flood;
 pub mod gates;
@@ -458,6 +459,10 @@ async fn ramp(
         summary
             .notes
             .push("ramp: the first step already broke a gate; no saturation point".into());
+    } else if passed.iter().all(|(_, ok)| *ok) {
+        summary.notes.push(
+            "ramp: every step held; saturation is above the last step (extend the ramp)".into(),
+        );
     }
     summary.ramp = Some(Ramp {
         steps,

@@ -123,11 +123,15 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
         let _ = writeln!(
             out,
             "\n## Seed 002's table\n\n\
+             Configuration: {}; {:.0} s measured; effective throughput {} tasks/s\n\n\
              On-chain submit (scheduled → create committed)\n\
              - {}/{} seen ({})\n- p50: {} ms · p95: {} ms · p99: {} ms\n\n\
              End-to-end (scheduled → response committed)\n\
              - {}/{} completed ({})\n- p50: {} ms · p95: {} ms · p99: {} ms\n\n\
              Timeouts: {}/{} ({})",
+            s.load_model,
+            s.duration_s,
+            s.offered_rate,
             first.seen,
             s.submitted,
             share(first.seen),

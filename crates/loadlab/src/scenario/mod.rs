@@ -11,7 +11,7 @@ mod gossip_flood;
 mod orderbook;
 pub mod sdk;
 mod tasks;
-mod transfer;
+pub mod transfer;
 
 use crate::tracker::{OpState, Tracker};
 use anyhow::{bail, Result};

@@ -50,6 +50,11 @@ impl Transfer {
         ))
     }
 
+    /// Sign `ops` on every core (nothing is watched or kept).
+    pub fn presign(&self, ops: Range<u64>) -> Vec<Prepared> {
+        sign_parallel(ops, |op| self.sign(op))
+    }
+
     /// The prepared transactions of `ops`, signing any that were not.
     pub(super) fn take(&self, ops: Range<u64>) -> Vec<Prepared> {
         let mut missing = Vec::new();
@@ -85,7 +90,7 @@ impl Workload for Transfer {
 
     fn prepare(&self, ops: Range<u64>) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let txs = tokio::task::block_in_place(|| sign_parallel(ops, |op| self.sign(op)));
+            let txs = tokio::task::block_in_place(|| self.presign(ops));
             self.ctx
                 .tracker
                 .watch_hashes(txs.iter().map(|t| (t.hash, t.op)));

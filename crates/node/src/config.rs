@@ -74,6 +74,9 @@ pub struct RpcSection {
     pub max_body_bytes: usize,
     /// Per-request deadline, ms.
     pub request_timeout_ms: u64,
+    /// Requests per second one client address may make (429 `rate_limited` above); 0 =
+    /// unlimited.
+    pub max_requests_per_client_per_sec: u64,
 }
 
 impl Default for RpcSection {
@@ -84,6 +87,7 @@ impl Default for RpcSection {
             max_concurrent_requests: 256,
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout_ms: 10_000,
+            max_requests_per_client_per_sec: basalt_rpc::REQUESTS_PER_CLIENT_PER_SEC_DEFAULT,
         }
     }
 }
@@ -325,6 +329,9 @@ max_concurrent_requests = {rc}
 max_body_bytes = {rbb}
 # Deadline of one request, ms (503 "timeout" beyond).
 request_timeout_ms = {rt}
+# Requests per second one client address may make (bursts of 2 s worth); above, 429
+# "rate_limited". 0 = unlimited.
+max_requests_per_client_per_sec = {rpc_rate}
 
 [mempool]
 # Most pending transactions, and most pending bytes; beyond either, submissions get
@@ -368,6 +375,7 @@ peer_gossip_rate = {ppr}
             rc = r.max_concurrent_requests,
             rbb = r.max_body_bytes,
             rt = r.request_timeout_ms,
+            rpc_rate = r.max_requests_per_client_per_sec,
             ms = m.size,
             mb = m.max_bytes,
             mp = m.per_sender_max,

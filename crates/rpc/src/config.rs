@@ -29,6 +29,12 @@ pub const WS_MESSAGE_BYTES_MAX: usize = 1024 * 1024;
 pub const WS_SEND_TIMEOUT_MS: u64 = 10_000;
 /// Threads for blocking node calls (storage reads, proofs) on the RPC runtime.
 pub const BLOCKING_THREADS_MAX: usize = 32;
+/// Default requests per second one client address may make (0 = unlimited); above, 429
+/// `rate_limited`. High enough for a gateway or a load generator in front of the node,
+/// low enough that one client cannot take the whole RPC.
+pub const REQUESTS_PER_CLIENT_PER_SEC_DEFAULT: u64 = 5_000;
+/// A client may burst this many seconds' worth of its rate.
+pub const REQUESTS_PER_CLIENT_BURST_SECONDS: u64 = 2;
 /// After shutdown is asked, how long in-flight requests get beyond their own deadline.
 pub const SHUTDOWN_GRACE_MS: u64 = 1_000;
 
@@ -47,6 +53,9 @@ pub struct RpcConfig {
     pub request_timeout_ms: u64,
     /// Most transactions in one submit request (413 `too_many_txs` above).
     pub max_txs_per_request: usize,
+    /// Requests per second one client address may make (429 `rate_limited` above); 0 =
+    /// unlimited.
+    pub max_requests_per_client_per_sec: u64,
 }
 
 impl Default for RpcConfig {
@@ -58,6 +67,7 @@ impl Default for RpcConfig {
             max_body_bytes: BODY_BYTES_MAX_DEFAULT,
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             max_txs_per_request: TXS_PER_REQUEST_MAX_DEFAULT,
+            max_requests_per_client_per_sec: REQUESTS_PER_CLIENT_PER_SEC_DEFAULT,
         }
     }
 }
@@ -77,6 +87,8 @@ pub struct RpcLimits {
     pub max_ws_connections: usize,
     /// Most hashes one WebSocket connection may watch.
     pub max_watched_hashes: usize,
+    /// Requests per second one client address may make; 0 = unlimited.
+    pub max_requests_per_client_per_sec: u64,
 }
 
 impl RpcLimits {
@@ -101,6 +113,7 @@ impl From<&RpcConfig> for RpcLimits {
             max_txs_per_request: config.max_txs_per_request,
             max_ws_connections: WS_CONNECTIONS_MAX_DEFAULT,
             max_watched_hashes: WATCHED_HASHES_MAX_DEFAULT,
+            max_requests_per_client_per_sec: config.max_requests_per_client_per_sec,
         }
     }
 }

@@ -28,14 +28,17 @@ pub enum ShedReason {
     Timeout,
     /// The body was larger than allowed.
     BodyTooLarge,
+    /// The client made more requests per second than it may.
+    RateLimited,
 }
 
 impl ShedReason {
     /// Every reason, for pre-creating series.
-    pub const ALL: [ShedReason; 3] = [
+    pub const ALL: [ShedReason; 4] = [
         ShedReason::Overloaded,
         ShedReason::Timeout,
         ShedReason::BodyTooLarge,
+        ShedReason::RateLimited,
     ];
 
     /// The label value (also the error code of the response).
@@ -44,6 +47,7 @@ impl ShedReason {
             ShedReason::Overloaded => "overloaded",
             ShedReason::Timeout => "timeout",
             ShedReason::BodyTooLarge => "body_too_large",
+            ShedReason::RateLimited => "rate_limited",
         }
     }
 }

@@ -13,13 +13,14 @@ use crate::cometbft::{
     ROUTE_COMET_BROADCAST_TX_SYNC, ROUTE_COMET_HEALTH, ROUTE_COMET_JSONRPC, ROUTE_COMET_STATUS,
     ROUTE_COMET_TX, ROUTE_COMET_WEBSOCKET,
 };
-use crate::config::{RpcLimits, OPS_CONCURRENT_REQUESTS_MAX};
+use crate::config::{RpcLimits, OPS_CONCURRENT_REQUESTS_MAX, REQUESTS_PER_CLIENT_BURST_SECONDS};
 use crate::error::ApiError;
 use crate::json::{
     AccountJson, BlockJson, BookJson, Encoding, ErrorBody, ReceiptJson, SimulateRequest,
     SimulateResponse, SubmitRequest, SubmitResponse, SubmitResult, TxStatusJson,
 };
 use crate::metrics::{self, RpcMetrics, ShedReason};
+use crate::ratelimit::{ClientLimiter, CLIENTS_TRACKED_MAX};
 use crate::{cometbft, openapi, ws};
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
@@ -162,10 +163,25 @@ pub(crate) fn build_router<S: NodeApi>(
         &metrics,
         IntoResponse::into_response,
     );
+    let limiter = Arc::new(ClientLimiter::new(
+        limits.max_requests_per_client_per_sec,
+        limits
+            .max_requests_per_client_per_sec
+            .saturating_mul(REQUESTS_PER_CLIENT_BURST_SECONDS),
+        CLIENTS_TRACKED_MAX,
+    ));
+    let api_routes = api_routes.layer(middleware::from_fn_with_state(
+        (limiter.clone(), metrics.clone()),
+        rate_limit,
+    ));
     let comet_routes = cometbft::routes::<S>().method_not_allowed_fallback(comet_not_allowed);
     let comet_routes = with_admission(comet_routes, api_slots, timeout, &metrics, |error| {
         cometbft::error_response(&error)
     });
+    let comet_routes = comet_routes.layer(middleware::from_fn_with_state(
+        (limiter, metrics.clone()),
+        rate_limit,
+    ));
     let ops_routes = Router::new()
         .route(ROUTE_METRICS, get(metrics_text::<S>))
         .route(ROUTE_OPENAPI, get(openapi_json::<S>))
@@ -228,6 +244,33 @@ fn shed_response(metrics: &RpcMetrics, error: &BoxError) -> ApiError {
 }
 
 /// A panic anywhere below becomes a 500 `internal` for this request only.
+/// 429 `rate_limited` when the client's address is over its rate. Requests without a peer
+/// address (a router served without connect info, as in tests) are not limited.
+async fn rate_limit(
+    State((limiter, metrics)): State<(Arc<ClientLimiter>, RpcMetrics)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if limiter.is_enabled() {
+        let client = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip());
+        if let Some(client) = client {
+            if !limiter.admit(client, std::time::Instant::now()) {
+                metrics.shed(ShedReason::RateLimited);
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ShedReason::RateLimited.as_str(),
+                    "this client sent more requests per second than the node serves one client",
+                )
+                .into_response();
+            }
+        }
+    }
+    next.run(request).await
+}
+
 async fn catch_panic(request: Request, next: Next) -> Response {
     match AssertUnwindSafe(next.run(request)).catch_unwind().await {
         Ok(response) => response,

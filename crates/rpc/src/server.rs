@@ -164,6 +164,7 @@ async fn serve(
         let _ = stream.set_nodelay(true);
     });
     let mut signal = stopped.clone();
+    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         let _ = signal.wait_for(|stop| *stop).await;
     });

@@ -667,3 +667,51 @@ async fn a_panicking_node_call_fails_one_request_only() {
     assert_eq!(status, 200);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_its_rate_gets_typed_429s_and_metrics_stay_reachable() {
+    let server = TestServer::start(MockNode::new(), |config| {
+        config.max_requests_per_client_per_sec = 5; // bursts of 10
+    });
+    let mut statuses = Vec::new();
+    for _ in 0..40 {
+        let (status, body) = server.get("/v1/status").await;
+        if status == 429 {
+            assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+        }
+        statuses.push(status);
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(ok >= 10, "the burst is served: {statuses:?}");
+    assert!(limited >= 20, "the rest is limited: {statuses:?}");
+    assert_eq!(ok + limited, 40);
+    // The CometBFT routes share the limit; the scraper's route does not.
+    let response = server
+        .client
+        .get(server.url("/status"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    let response = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &server.registry).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("shed") && l.contains("reason=\"rate_limited\""))
+        .unwrap_or_default();
+    let count: f64 = line
+        .rsplit(' ')
+        .next()
+        .unwrap_or("0")
+        .parse()
+        .unwrap_or(0.0);
+    assert!(count >= 21.0, "shed counter by reason: {line:?}");
+}

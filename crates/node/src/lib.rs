@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod network;
 pub mod pending;
 pub mod signer;
+pub mod slots;
 pub mod state;
 pub mod verify;
 
@@ -155,6 +156,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
         peers: AtomicUsize::new(0),
         events: event_sender,
         peer_ahead: Mutex::new(None),
+        slots: Mutex::new(slots::SlotGuard::default()),
     });
 
     let (driver_sender, driver_inputs) = tokio::sync::mpsc::channel(DRIVER_QUEUE_MAX);

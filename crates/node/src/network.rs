@@ -201,6 +201,15 @@ impl NetworkTask {
                 return self.invalid("consensus");
             }
         }
+        if self.protections.early_drop {
+            let (key, value) = crate::slots::key_of(&message);
+            let mut slots = self.shared.slots();
+            slots.prune(current.saturating_sub(1));
+            if slots.is_saturated(key, value) {
+                drop(slots);
+                return self.drop_gossip("equivocation");
+            }
+        }
         // A re-send (new gossip id, same message) of something already verified. The
         // gossip envelope is the re-send number (8 bytes) followed by the message's
         // canonical encoding, so the digest skips those 8 bytes.

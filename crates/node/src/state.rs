@@ -104,6 +104,8 @@ pub struct Shared {
     /// The highest height a peer has sent consensus messages for, and which peer: the
     /// network task raises it, the driver syncs from that peer when it stays behind.
     pub peer_ahead: Mutex<Option<(basalt_p2p::PeerId, u64)>>,
+    /// Verified values per (height, round, step, validator): the equivocation guard.
+    pub slots: Mutex<crate::slots::SlotGuard>,
 }
 
 impl Shared {
@@ -120,6 +122,14 @@ impl Shared {
     pub fn set_sync_state(&self, state: SyncState) {
         self.sync.store(state as u8, Ordering::Relaxed);
         self.metrics.sync_status.set(state as i64);
+    }
+
+    /// Lock the equivocation guard (a poisoned lock is recovered: its state is valid
+    /// between calls).
+    pub fn slots(&self) -> std::sync::MutexGuard<'_, crate::slots::SlotGuard> {
+        self.slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Lock the mempool. A poisoned lock (a panic while held) is recovered: the pool's

@@ -172,15 +172,22 @@ fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
                         .get_or_create(&Metrics::label("topic", "consensus"))
                         .inc();
                     Verdict::Reject
-                } else if out
-                    .driver
-                    .try_send(DriverInput::Consensus(message, gossip.1))
-                    .is_err()
-                {
-                    shared.metrics.dropped("driver");
-                    Verdict::Ignore
                 } else {
-                    Verdict::Accept
+                    // Conflicting values are processed (evidence) but not forwarded.
+                    let (key, value) = crate::slots::key_of(&message);
+                    let recorded = shared.slots().record(key, value);
+                    if out
+                        .driver
+                        .try_send(DriverInput::Consensus(message, gossip.1))
+                        .is_err()
+                    {
+                        shared.metrics.dropped("driver");
+                        Verdict::Ignore
+                    } else if recorded == crate::slots::Recorded::Conflict {
+                        Verdict::Ignore
+                    } else {
+                        Verdict::Accept
+                    }
                 };
                 let _ = out.network.try_send(NetworkCommand::Validate {
                     id: gossip.0,

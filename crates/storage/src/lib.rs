@@ -121,6 +121,9 @@ pub struct SigningState {
     pub value: Hash,
 }
 
+/// Page cache of the database.
+pub const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The durable store of one node.
 pub struct Store {
     db: Database,
@@ -137,7 +140,11 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Open (or create) the store at `path`, creating every table.
     pub fn open(path: &Path) -> Result<Store> {
-        let db = Database::create(path)?;
+        // redb's default page cache is 1 GiB: a node would look like it leaks until it
+        // reached it. Bound it (reads of recent blocks and the WAL are what it serves).
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)?;
         let txn = db.begin_write()?;
         txn.open_table(BLOCKS)?;
         txn.open_table(BLOCK_IDS)?;

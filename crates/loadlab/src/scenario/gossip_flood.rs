@@ -95,6 +95,7 @@ pub fn flooded_facts(scrapes: &[Scrape]) -> Vec<(String, String)> {
         "far_future_round",
         "stale_height",
         "seen",
+        "equivocation",
         "idle",
     ] {
         let name = "basalt_gossip_dropped_total";

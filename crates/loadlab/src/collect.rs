@@ -4,12 +4,17 @@
 use crate::stats::{parse, Scrape};
 use crate::tracker::Tracker;
 use basalt_rpc::json::BlockJson;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How often the sampler reads every validator's height.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_millis(250);
+/// The sampler also reads every validator's queue gauges once per this many samples.
+pub const GAUGE_EVERY_SAMPLES: u64 = 4;
+/// Gauges the sampler keeps (metric names): mempool size and named queue depths.
+pub const SAMPLED_GAUGES: [&str; 2] = ["basalt_mempool_size", "basalt_queue_depth"];
 /// How often the follower asks for a new height when it is caught up.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -42,6 +47,8 @@ pub struct Collected {
     pub blocks: Mutex<Vec<Seen>>,
     /// Height samples in time order.
     pub samples: Mutex<Vec<HeightSample>>,
+    /// Queue gauges of every validator ([`SAMPLED_GAUGES`]), in time order.
+    pub gauges: Mutex<Vec<(Instant, Vec<Scrape>)>>,
 }
 
 /// The latest height `endpoint` reports.
@@ -123,12 +130,32 @@ pub async fn sample(
     collected: Arc<Collected>,
     stop: Arc<AtomicBool>,
 ) {
+    let mut count = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let at = Instant::now();
         let heights = futures::future::join_all(endpoints.iter().map(|e| height(&client, e))).await;
         if let Ok(mut samples) = collected.samples.lock() {
             samples.push(HeightSample { at, heights });
         }
+        if count.is_multiple_of(GAUGE_EVERY_SAMPLES) {
+            let gauges: Vec<Scrape> = scrape_all(&client, &endpoints)
+                .await
+                .into_iter()
+                .map(|scrape| {
+                    scrape
+                        .into_iter()
+                        .filter(|(series, _)| {
+                            let name = series.split('{').next().unwrap_or_default();
+                            SAMPLED_GAUGES.contains(&name)
+                        })
+                        .collect()
+                })
+                .collect();
+            if let Ok(mut all) = collected.gauges.lock() {
+                all.push((at, gauges));
+            }
+        }
+        count += 1;
         tokio::time::sleep(SAMPLE_INTERVAL).await;
     }
 }
@@ -158,6 +185,41 @@ pub fn height_spread(samples: &[HeightSample], from: Instant, to: Instant) -> (u
         unreachable = unreachable.max(sample.heights.iter().filter(|h| h.is_none()).count() as u64);
     }
     (spread, unreachable)
+}
+
+/// Largest value of each sampled gauge series in `[from, to]`, over every validator.
+pub fn gauge_max(
+    gauges: &[(Instant, Vec<Scrape>)],
+    from: Instant,
+    to: Instant,
+) -> BTreeMap<String, f64> {
+    let mut max = BTreeMap::new();
+    for (_, scrapes) in gauges.iter().filter(|(at, _)| *at >= from && *at <= to) {
+        for (series, value) in scrapes.iter().flatten() {
+            let slot = max.entry(series.clone()).or_insert(*value);
+            *slot = value.max(*slot);
+        }
+    }
+    max
+}
+
+/// Counters of drops, shedding and refusals (series whose name ends in `_total` and
+/// mentions `drop`, `shed` or `reject`) that grew between two scrapes of the same
+/// validators, summed over validators.
+pub fn drops(after: &[Scrape], before: &[Scrape]) -> BTreeMap<String, f64> {
+    let mut grown = BTreeMap::new();
+    for (end, start) in after.iter().zip(before) {
+        for (series, value) in end {
+            let name = series.split('{').next().unwrap_or_default();
+            let counted = name.ends_with("_total")
+                && ["drop", "shed", "reject"].iter().any(|w| name.contains(w));
+            let delta = value - start.get(series).copied().unwrap_or(0.0);
+            if counted && delta > 0.0 {
+                *grown.entry(series.clone()).or_insert(0.0) += delta;
+            }
+        }
+    }
+    grown
 }
 
 /// Intervals between consecutive blocks (by block time) observed in `[from, to]`, ms.
@@ -222,5 +284,26 @@ mod tests {
         ];
         assert_eq!(height_spread(&samples, at(0), at(500)), (21, 1));
         assert_eq!(height_spread(&samples, at(0), at(0)), (1, 0));
+    }
+
+    #[test]
+    fn drops_and_gauge_maxima() {
+        let before = vec![crate::stats::parse(
+            "basalt_queue_dropped_total{queue=\"verify\"} 3\nbasalt_mempool_size 5\n",
+        )];
+        let after = vec![crate::stats::parse(
+            "basalt_queue_dropped_total{queue=\"verify\"} 10\n\
+             basalt_rpc_shed_total{reason=\"overloaded\"} 0\nbasalt_mempool_size 9\n",
+        )];
+        let grown = drops(&after, &before);
+        assert_eq!(grown.len(), 1);
+        assert_eq!(
+            grown.get("basalt_queue_dropped_total{queue=\"verify\"}"),
+            Some(&7.0)
+        );
+        let t = Instant::now();
+        let gauges = vec![(t, before), (t, after)];
+        let max = gauge_max(&gauges, t, t);
+        assert_eq!(max.get("basalt_mempool_size"), Some(&9.0));
     }
 }

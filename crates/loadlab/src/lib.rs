@@ -44,7 +44,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use summary::{FirstStage, Ramp, RampStep, Second};
+use summary::{FirstStage, NodeQueues, Ramp, RampStep, Second};
 use tracker::{OpState, Tracker, FOLLOW_UP_BASE};
 
 /// After the load stops, how long pending operations may still commit.
@@ -644,6 +644,12 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
         .map(|s| s.clone())
         .unwrap_or_default();
     let (spread, unreachable) = height_spread(&samples, w.load_start, w.drained);
+    let gauges = env
+        .collected
+        .gauges
+        .lock()
+        .map(|g| g.clone())
+        .unwrap_or_default();
     let http_all = env.tracker.http_ms();
     let mut http: Vec<f64> = http_all
         .get(w.at_measure.http_len..w.at_end.http_len.max(w.at_measure.http_len))
@@ -720,6 +726,10 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
         chain_halts,
         state_roots_agree: None,
         cpu_us_per_tx_per_validator: cpu,
+        node_queues: NodeQueues {
+            gauge_max: collect::gauge_max(&gauges, w.measure_from, w.load_end),
+            drops: collect::drops(&w.at_end.scrapes, &w.at_measure.scrapes),
+        },
         flooded_validator: env.flooded.and_then(|i| env.validators.get(i).cloned()),
         flooded_precommit_ms: flooded_precommit,
         first_stage: (config.scenario == ScenarioKind::Tasks).then(|| FirstStage {

@@ -112,6 +112,19 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
         s.state_roots_agree.map_or("n/a".into(), |a| a.to_string()),
         f(s.cpu_us_per_tx_per_validator),
     );
+    let queues = &s.node_queues;
+    if !queues.gauge_max.is_empty() || !queues.drops.is_empty() {
+        out.push_str("\n## Inside the nodes\n\n| series | value |\n|---|---|\n");
+        for (series, value) in &queues.gauge_max {
+            let _ = writeln!(out, "| max {series} | {value:.0} |");
+        }
+        for (series, value) in &queues.drops {
+            let _ = writeln!(out, "| grew {series} | {value:.0} |");
+        }
+        if queues.drops.is_empty() {
+            out.push_str("| drop, shed and refusal counters | none grew |\n");
+        }
+    }
     if let Some(first) = &s.first_stage {
         let share = |n: u64| {
             if s.submitted == 0 {

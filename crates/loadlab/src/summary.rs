@@ -54,6 +54,17 @@ pub struct FirstStage {
     pub latency_ms: Percentiles,
 }
 
+/// Node-side queues during the measured window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct NodeQueues {
+    /// Largest mempool size and named queue depths seen (sampled once a second), per
+    /// series, the maximum over validators.
+    pub gauge_max: BTreeMap<String, f64>,
+    /// Drop, shed and refusal counters that grew in the window, summed over validators.
+    pub drops: BTreeMap<String, f64>,
+}
+
 /// One step of a ramp.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -149,6 +160,8 @@ pub struct Summary {
     pub state_roots_agree: Option<bool>,
     /// Validator CPU time per committed operation, averaged over validators, µs.
     pub cpu_us_per_tx_per_validator: Option<f64>,
+    /// Queue depths, mempool size, drops and shedding inside the nodes.
+    pub node_queues: NodeQueues,
     /// The validator that took all the load (target single, http-flood).
     pub flooded_validator: Option<String>,
     /// That validator's own precommit latency, ms.

@@ -4,9 +4,10 @@
 //!
 //! - votes for heights far ahead (the node should drop them before any signature check),
 //! - votes for rounds far ahead of the current one (same),
-//! - votes for blocks nobody proposed, at the current and the next height, signed with real
-//!   validator keys when the lab has them (they pass verification: the node must count them
-//!   without fetching anything, and buffer the next height's in its bounded buffer),
+//! - votes for blocks nobody proposed, at the current and the next height, signed with the
+//!   validator keys it is given (the scenario gives one: a byzantine validator). They pass
+//!   verification: the node must count them without fetching anything, buffer the next
+//!   height's in its bounded buffer, and not forward a validator's conflicting votes,
 //! - proposals for unknown blocks in far-future rounds,
 //! - re-sends of earlier messages under a new gossip id (the node should not verify twice),
 //! - and, if asked, junk bytes — which get the flooder banned; it then comes back under a new
@@ -30,7 +31,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the flooder asks the target for its height and round.
-const TIP_POLL: Duration = Duration::from_millis(200);
+const TIP_POLL: Duration = Duration::from_millis(50);
 /// How long a fresh identity may take to connect before the flood gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Re-sendable messages remembered.
@@ -273,18 +274,18 @@ impl Generator {
         }
         let (kind, message) = match c % 10 {
             0..=3 => {
-                let far = height + 3 + c % 64;
+                let far = height + 100 + c % 64;
                 let vote = self.vote(far, 0, Some(self.fresh_hash()), false);
                 (Kind::FarHeight, ConsensusMessage::Vote(vote))
             }
             4 => {
                 let far = round.saturating_add(32 + (c % 64) as Round);
-                let vote = self.vote(height, far, Some(self.fresh_hash()), false);
+                let vote = self.vote(height + 1, far, Some(self.fresh_hash()), false);
                 (Kind::FarRound, ConsensusMessage::Vote(vote))
             }
             5 => {
                 let far = round.saturating_add(32 + (c % 64) as Round);
-                (Kind::FarRound, self.proposal(height, far))
+                (Kind::FarRound, self.proposal(height + 1, far))
             }
             6 | 7 if !self.keys.is_empty() => {
                 let h = height + c % 2;
@@ -297,7 +298,7 @@ impl Generator {
                 (Kind::Resend, self.pool[pick].clone())
             }
             _ => {
-                let far = height + 3 + c % 64;
+                let far = height + 100 + c % 64;
                 let vote = self.vote(far, 0, None, false);
                 (Kind::FarHeight, ConsensusMessage::Vote(vote))
             }

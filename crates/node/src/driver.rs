@@ -164,6 +164,8 @@ pub struct Driver {
     fetch_tokens: Vec<(FetchKey, tokio::sync::oneshot::Receiver<RequestToken>)>,
     /// Failed fetches wait before they are tried again.
     fetch_retry_after: HashMap<FetchKey, Instant>,
+    /// Whom each fetch in flight asked.
+    fetch_peers: HashMap<FetchKey, PeerId>,
     protections: ProtectionsSection,
     /// A timer this late counts as a stall.
     stall_threshold: Duration,
@@ -224,6 +226,7 @@ impl Driver {
             fetches: FetchTracker::new(FETCH_IN_FLIGHT_MAX, FETCH_TIMEOUT),
             fetch_tokens: Vec::new(),
             fetch_retry_after: HashMap::new(),
+            fetch_peers: HashMap::new(),
             protections: config.protections.clone(),
             stall_threshold: Duration::from_millis(config.consensus.timeout_propose_ms.max(1)),
             shared,
@@ -986,6 +989,7 @@ impl Driver {
         }
         tracing::debug!(%peer, ?key, "fetch");
         self.fetch_tokens.push((key, token));
+        self.fetch_peers.insert(key, peer);
         self.metrics()
             .fetch_started
             .get_or_create(&Metrics::label("kind", key.kind()))
@@ -1014,6 +1018,11 @@ impl Driver {
     }
 
     fn fetch_ended(&mut self, key: FetchKey, end: FetchEnd) {
+        if let Some(peer) = self.fetch_peers.remove(&key) {
+            if matches!(end, FetchEnd::Failed | FetchEnd::TimedOut) {
+                self.shared.tips().peer_failed(peer, Instant::now());
+            }
+        }
         self.metrics()
             .fetch_ended
             .get_or_create(&Metrics::labels(&[

@@ -19,6 +19,7 @@ pub mod pending;
 pub mod signer;
 pub mod slots;
 pub mod state;
+pub mod tips;
 pub mod verify;
 
 use crate::chain::{Executed, CHAIN_QUEUE_MAX};
@@ -155,7 +156,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
         sync: AtomicU8::new(SyncState::Idle as u8),
         peers: AtomicUsize::new(0),
         events: event_sender,
-        peer_ahead: Mutex::new(None),
+        tips: Mutex::new(tips::Tips::default()),
         slots: Mutex::new(slots::SlotGuard::default()),
     });
 

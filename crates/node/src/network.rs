@@ -16,7 +16,7 @@ use basalt_types::BoundedVec;
 use basalt_types::SignedTx;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Blocks per sync response at most.
@@ -47,6 +47,35 @@ pub struct NetworkTask {
     pub driver: mpsc::Sender<DriverInput>,
     /// Flood protections.
     pub protections: crate::config::ProtectionsSection,
+}
+
+/// Far-ahead messages verified per validator at most once per this interval.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(250);
+
+/// When each validator's last far-ahead message was let through to verification.
+#[derive(Debug, Default)]
+pub struct Probes {
+    last: Vec<Option<Instant>>,
+}
+
+impl Probes {
+    /// True (and recorded) when a far-ahead message claiming `validator` may be verified
+    /// now. `validator` is below the set's size (checked before).
+    pub fn due(&mut self, validator: u16, now: Instant) -> bool {
+        let index = usize::from(validator);
+        if index >= self.last.len() {
+            self.last.resize(index + 1, None);
+        }
+        match self.last.get_mut(index) {
+            Some(last)
+                if last.is_none_or(|at| now.saturating_duration_since(at) >= PROBE_INTERVAL) =>
+            {
+                *last = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A bounded FIFO set of message digests.
@@ -92,6 +121,7 @@ impl NetworkTask {
     /// Run until the event channel closes.
     pub async fn run(self, mut events: mpsc::Receiver<NetworkEvent>) {
         let mut seen = SeenCache::default();
+        let mut probes = Probes::default();
         while let Some(event) = events.recv().await {
             match event {
                 NetworkEvent::Gossip {
@@ -101,7 +131,9 @@ impl NetworkTask {
                     id,
                 } => {
                     let verdict = match topic {
-                        Topic::Consensus => self.on_consensus(from, &data, &id, &mut seen),
+                        Topic::Consensus => {
+                            self.on_consensus(from, &data, &id, &mut seen, &mut probes)
+                        }
                         Topic::Txs => self.on_txs(from, &data, &id),
                     };
                     if let Some(verdict) = verdict {
@@ -169,6 +201,7 @@ impl NetworkTask {
         data: &[u8],
         id: &basalt_p2p::GossipId,
         seen: &mut SeenCache,
+        probes: &mut Probes,
     ) -> Option<Verdict> {
         let current = self.shared.consensus_height.load(Ordering::Relaxed);
         let peers = self.shared.peers.load(Ordering::Relaxed);
@@ -187,13 +220,15 @@ impl NetworkTask {
         if usize::from(index) >= validators {
             return self.invalid("consensus");
         }
-        if height > current {
-            self.shared.saw_peer_height(from, height);
-        }
         if self.protections.early_drop {
             let current_round = self.shared.consensus_round.load(Ordering::Relaxed);
             if let Some(reason) = too_far(current, current_round, height, round) {
-                return self.drop_gossip(reason);
+                // A few far-ahead messages per validator are verified anyway: signed ones
+                // are how a node that fell behind learns it should sync.
+                let probe = reason == "far_future_height" && probes.due(index, Instant::now());
+                if !probe {
+                    return self.drop_gossip(reason);
+                }
             }
         }
         if let ConsensusMessage::Proposal { proposal, block } = &message {
@@ -271,6 +306,9 @@ pub fn too_far(current: u64, current_round: u32, height: u64, round: u32) -> Opt
     } else if height >= current.saturating_add(FUTURE_HEIGHTS_WINDOW) {
         Some("far_future_height")
     } else if height == current && round > current_round.saturating_add(ROUNDS_AHEAD_MAX) {
+        Some("far_future_round")
+    } else if height > current && round > ROUNDS_AHEAD_MAX {
+        // The next height starts at round 0: its round 17 is at least 17 timeouts away.
         Some("far_future_round")
     } else {
         None
@@ -362,9 +400,20 @@ mod tests {
             too_far(10, 2, 10, 3 + ROUNDS_AHEAD_MAX),
             Some("far_future_round")
         );
-        assert_eq!(too_far(10, 2, 11, 500), None, "next height: buffered");
+        assert_eq!(too_far(10, 2, 11, 3), None, "next height: buffered");
+        assert_eq!(too_far(10, 2, 11, 500), Some("far_future_round"));
         assert_eq!(too_far(10, 2, 12, 0), Some("far_future_height"));
         let _ = too_far(u64::MAX, u32::MAX, u64::MAX, u32::MAX); // no overflow panic
+    }
+
+    #[test]
+    fn far_ahead_probes_are_rate_limited_per_validator() {
+        let now = Instant::now();
+        let mut probes = Probes::default();
+        assert!(probes.due(2, now));
+        assert!(!probes.due(2, now + PROBE_INTERVAL / 2));
+        assert!(probes.due(1, now), "per validator");
+        assert!(probes.due(2, now + PROBE_INTERVAL));
     }
 
     #[test]

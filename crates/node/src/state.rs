@@ -101,9 +101,9 @@ pub struct Shared {
     pub peers: AtomicUsize,
     /// New blocks and receipts for subscribers.
     pub events: tokio::sync::broadcast::Sender<Arc<BlockEvent>>,
-    /// The highest height a peer has sent consensus messages for, and which peer: the
-    /// network task raises it, the driver syncs from that peer when it stays behind.
-    pub peer_ahead: Mutex<Option<(basalt_p2p::PeerId, u64)>>,
+    /// Verified heights per validator and who relayed them: how far ahead the network is
+    /// (the driver syncs when it stays behind).
+    pub tips: Mutex<crate::tips::Tips>,
     /// Verified values per (height, round, step, validator): the equivocation guard.
     pub slots: Mutex<crate::slots::SlotGuard>,
 }
@@ -147,23 +147,18 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Note that `peer` talks about `height`.
-    pub fn saw_peer_height(&self, peer: basalt_p2p::PeerId, height: u64) {
-        let mut best = self
-            .peer_ahead
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if best.is_none_or(|(_, h)| height > h) {
-            *best = Some((peer, height));
-        }
-    }
-
-    /// The peer furthest ahead, if any.
-    pub fn peer_ahead(&self) -> Option<(basalt_p2p::PeerId, u64)> {
-        *self
-            .peer_ahead
+    /// Lock the tips.
+    pub fn tips(&self) -> std::sync::MutexGuard<'_, crate::tips::Tips> {
+        self.tips
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The height validators with more than a third of the power signed messages for, and
+    /// a peer to fetch from; `None` when nothing verified says so.
+    pub fn peer_ahead(&self) -> Option<(basalt_p2p::PeerId, u64)> {
+        self.tips()
+            .ahead(&self.validators, std::time::Instant::now())
     }
 
     /// Update mempool gauges.

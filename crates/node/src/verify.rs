@@ -175,6 +175,10 @@ fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
                 } else {
                     // Conflicting values are processed (evidence) but not forwarded.
                     let (key, value) = crate::slots::key_of(&message);
+                    let (height, _, _, validator) = key;
+                    shared
+                        .tips()
+                        .record(validator, height, gossip.1, std::time::Instant::now());
                     let recorded = shared.slots().record(key, value);
                     if out
                         .driver

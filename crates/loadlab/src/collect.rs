@@ -204,7 +204,7 @@ pub fn gauge_max(
 }
 
 /// Counters of drops, shedding and refusals (series whose name ends in `_total` and
-/// mentions `drop`, `shed` or `reject`) that grew between two scrapes of the same
+/// mentions `dropped`, `_shed_` or `rejection`) that grew between two scrapes of the same
 /// validators, summed over validators.
 pub fn drops(after: &[Scrape], before: &[Scrape]) -> BTreeMap<String, f64> {
     let mut grown = BTreeMap::new();
@@ -212,7 +212,9 @@ pub fn drops(after: &[Scrape], before: &[Scrape]) -> BTreeMap<String, f64> {
         for (series, value) in end {
             let name = series.split('{').next().unwrap_or_default();
             let counted = name.ends_with("_total")
-                && ["drop", "shed", "reject"].iter().any(|w| name.contains(w));
+                && ["dropped", "_shed_", "rejection"]
+                    .iter()
+                    .any(|w| name.contains(w));
             let delta = value - start.get(series).copied().unwrap_or(0.0);
             if counted && delta > 0.0 {
                 *grown.entry(series.clone()).or_insert(0.0) += delta;
@@ -293,7 +295,8 @@ mod tests {
         )];
         let after = vec![crate::stats::parse(
             "basalt_queue_dropped_total{queue=\"verify\"} 10\n\
-             basalt_rpc_shed_total{reason=\"overloaded\"} 0\nbasalt_mempool_size 9\n",
+             basalt_rpc_shed_total{reason=\"overloaded\"} 0\nbasalt_mempool_size 9\n\
+             basalt_p2p_txs_published_total 4\n",
         )];
         let grown = drops(&after, &before);
         assert_eq!(grown.len(), 1);

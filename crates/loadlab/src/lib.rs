@@ -57,6 +57,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 pub const HALT_GAP_MIN_MS: f64 = 100.0;
 /// Histogram of precommit latency in the nodes' metrics.
 pub const PRECOMMIT_METRIC: &str = "basalt_consensus_precommit_latency_seconds";
+/// Counter of transactions committed.
+pub const COMMITTED_METRIC: &str = "basalt_consensus_committed_txs_total";
 /// Counter of heights decided above round 0.
 pub const ESCALATIONS_METRIC: &str = "basalt_consensus_round_escalations_total";
 
@@ -636,6 +638,16 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
             (total(end, ESCALATIONS_METRIC) - total(start, ESCALATIONS_METRIC)).max(0.0) as u64
         })
         .max();
+    let node_committed_txs = w
+        .at_end
+        .scrapes
+        .iter()
+        .zip(&w.at_measure.scrapes)
+        .filter(|(end, _)| !end.is_empty())
+        .map(|(end, start)| {
+            (total(end, COMMITTED_METRIC) - total(start, COMMITTED_METRIC)).max(0.0) as u64
+        })
+        .max();
     let cpu = cpu_per_op(env, w, tps.iter().sum::<f64>(), &mut notes);
     let samples = env
         .collected
@@ -711,6 +723,7 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
         rejections: c.rejections,
         tps_mean,
         tps_cv,
+        node_committed_txs,
         block_time_ms: IdleLoad {
             idle_p50,
             idle_p99: percentile(&mut idle_blocks, 0.99),

@@ -75,6 +75,7 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
         "| Offered rate (ops/s) | {} |\n| Submitted | {} |\n| Committed | {} ({}) |\n\
          | Timeouts | {} |\n| Shed operations / shed requests | {} / {} |\n\
          | Rejections | {} |\n| SysErr | {} |\n| TPS mean / CV | {} / {} |\n\
+         | Transactions committed per the nodes' counter | {} |\n\
          | Submit→commit p50 / p95 / p99 (ms) | {} / {} / {} |\n\
          | HTTP p50 / p95 / p99 (ms) | {} / {} / {} |\n\
          | Round escalations | {} |\n| Validator height spread max (blocks) | {} |\n\
@@ -99,6 +100,7 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
         s.sys_errors,
         f(s.tps_mean),
         f(s.tps_cv),
+        s.node_committed_txs.map_or("n/a".into(), |n| n.to_string()),
         f(s.submit_to_commit_ms.p50),
         f(s.submit_to_commit_ms.p95),
         f(s.submit_to_commit_ms.p99),

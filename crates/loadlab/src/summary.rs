@@ -138,6 +138,9 @@ pub struct Summary {
     pub rejections: BTreeMap<String, u64>,
     /// Mean committed operations per second of the window.
     pub tps_mean: Option<f64>,
+    /// Transactions the validators' own counter committed in the window (the most any
+    /// validator reports): a cross-check of `tps_mean` (a batch transaction counts once).
+    pub node_committed_txs: Option<u64>,
     /// Coefficient of variation of per-second committed operations.
     pub tps_cv: Option<f64>,
     /// Block interval from block times, ms.

@@ -401,6 +401,7 @@ async fn phases(
         Some(rates) => ramp(env, rates, &idle, progress).await?,
     };
     let mut summary = summary;
+    explain_nulls(&mut summary);
     summary.state_roots_agree = collect::state_roots_agree(&env.http, &env.validators).await;
     if summary.state_roots_agree.is_none() {
         summary
@@ -756,6 +757,56 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
     }
 }
 
+/// A reason in `notes` for each headline field left `null` that has none yet.
+fn explain_nulls(summary: &mut Summary) {
+    let s = &*summary;
+    let b = &s.block_time_ms;
+    let p = &s.precommit_ms;
+    let checks: [(&str, bool, &str); 7] = [
+        (
+            "completion_rate",
+            s.completion_rate.is_none(),
+            "nothing was submitted in the measured window",
+        ),
+        (
+            "tps_mean",
+            s.tps_mean.is_none(),
+            "the measured window is shorter than one second",
+        ),
+        (
+            "block_time_ms",
+            [b.idle_p50, b.load_p50].iter().any(Option::is_none),
+            "the follower saw no two consecutive blocks in a phase",
+        ),
+        (
+            "precommit_ms",
+            [p.idle_p50, p.load_p50].iter().any(Option::is_none),
+            "the nodes' precommit histograms had no observation in a phase",
+        ),
+        (
+            "submit_to_commit_ms",
+            s.submit_to_commit_ms.p50.is_none(),
+            "no operation of the window committed",
+        ),
+        (
+            "round_escalations",
+            s.round_escalations.is_none(),
+            "no validator answered /metrics at both ends of the window",
+        ),
+        (
+            "node_committed_txs",
+            s.node_committed_txs.is_none(),
+            "no validator answered /metrics at both ends of the window",
+        ),
+    ];
+    let missing: Vec<String> = checks
+        .iter()
+        .filter(|(field, null, _)| *null && !s.notes.iter().any(|n| n.starts_with(field)))
+        .map(|(field, _, why)| format!("{field}: {why}"))
+        .collect();
+    summary.notes.extend(missing);
+}
+
 /// Gaps between consecutive blocks seen from the window's start to its drain that exceed
 /// the halt threshold, plus a trailing gap with no block at all.
 fn halts(blocks: &[collect::Seen], idle_p50: Option<f64>, factor: f64, w: &Window) -> u64 {
@@ -871,5 +922,32 @@ fn series(env: &Env, idle: &Idle, w: &Window, end: Instant) -> Series {
         load_start_s: at(w.load_start),
         measure_start_s: at(w.measure_from),
         load_end_s: at(w.load_end),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_null_headline_field_gets_one_reason() {
+        let mut summary = Summary {
+            notes: vec!["tps_mean: already explained".into()],
+            ..Summary::default()
+        };
+        explain_nulls(&mut summary);
+        for field in [
+            "completion_rate",
+            "block_time_ms",
+            "precommit_ms",
+            "round_escalations",
+        ] {
+            assert!(
+                summary.notes.iter().any(|n| n.starts_with(field)),
+                "{field}"
+            );
+        }
+        let tps = summary.notes.iter().filter(|n| n.starts_with("tps_mean"));
+        assert_eq!(tps.count(), 1);
     }
 }

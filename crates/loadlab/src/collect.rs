@@ -97,29 +97,25 @@ pub async fn follow(
     stop: Arc<AtomicBool>,
 ) {
     let mut next = height(&client, &endpoint).await.unwrap_or(0) + 1;
+    // Ask for the next block directly (no status polling): one request per block, plus
+    // one per interval while it does not exist yet.
     while !stop.load(Ordering::Relaxed) {
-        let Some(top) = height(&client, &endpoint).await else {
-            tokio::time::sleep(FOLLOW_INTERVAL * 2).await;
+        let Some(b) = block(&client, &endpoint, next).await else {
+            tokio::time::sleep(FOLLOW_INTERVAL).await;
             continue;
         };
-        while next <= top {
-            let Some(b) = block(&client, &endpoint, next).await else {
-                break;
-            };
-            let observed = Instant::now();
-            tracker.committed_hashes(b.txs.iter().map(|t| &t.hash), observed);
-            let record = Seen {
-                height: b.header.height,
-                time_ms: b.header.time_ms,
-                observed,
-                txs: b.txs.len(),
-            };
-            if let Ok(mut blocks) = collected.blocks.lock() {
-                blocks.push(record);
-            }
-            next += 1;
+        let observed = Instant::now();
+        tracker.committed_hashes(b.txs.iter().map(|t| &t.hash), observed);
+        let record = Seen {
+            height: b.header.height,
+            time_ms: b.header.time_ms,
+            observed,
+            txs: b.txs.len(),
+        };
+        if let Ok(mut blocks) = collected.blocks.lock() {
+            blocks.push(record);
         }
-        tokio::time::sleep(FOLLOW_INTERVAL).await;
+        next += 1;
     }
 }
 

@@ -77,6 +77,8 @@ pub struct RpcSection {
     /// Requests per second one client address may make (429 `rate_limited` above); 0 =
     /// unlimited.
     pub max_requests_per_client_per_sec: u64,
+    /// OS niceness of the RPC threads (0..=19; 0 = same as consensus).
+    pub thread_niceness: u8,
 }
 
 impl Default for RpcSection {
@@ -88,6 +90,7 @@ impl Default for RpcSection {
             max_body_bytes: 4 * 1024 * 1024,
             request_timeout_ms: 10_000,
             max_requests_per_client_per_sec: basalt_rpc::REQUESTS_PER_CLIENT_PER_SEC_DEFAULT,
+            thread_niceness: basalt_rpc::THREAD_NICENESS_DEFAULT,
         }
     }
 }
@@ -332,6 +335,9 @@ request_timeout_ms = {rt}
 # Requests per second one client address may make (bursts of 2 s worth); above, 429
 # "rate_limited". 0 = unlimited.
 max_requests_per_client_per_sec = {rpc_rate}
+# OS niceness of the RPC threads (0..=19): when CPU is short, consensus runs first and an
+# HTTP flood slows the RPC, not the chain. 0 = same priority as consensus.
+thread_niceness = {rpc_nice}
 
 [mempool]
 # Most pending transactions, and most pending bytes; beyond either, submissions get
@@ -376,6 +382,7 @@ peer_gossip_rate = {ppr}
             rbb = r.max_body_bytes,
             rt = r.request_timeout_ms,
             rpc_rate = r.max_requests_per_client_per_sec,
+            rpc_nice = r.thread_niceness,
             ms = m.size,
             mb = m.max_bytes,
             mp = m.per_sender_max,

@@ -254,6 +254,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
         max_body_bytes: config.rpc.max_body_bytes,
         request_timeout_ms: config.rpc.request_timeout_ms,
         max_requests_per_client_per_sec: config.rpc.max_requests_per_client_per_sec,
+        thread_niceness: config.rpc.thread_niceness,
         ..basalt_rpc::RpcConfig::default()
     };
     let rpc = basalt_rpc::spawn(rpc_config, api, &mut registry)?;

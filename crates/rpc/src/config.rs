@@ -33,6 +33,9 @@ pub const BLOCKING_THREADS_MAX: usize = 32;
 /// `rate_limited`. High enough for a gateway or a load generator in front of the node,
 /// low enough that one client cannot take the whole RPC.
 pub const REQUESTS_PER_CLIENT_PER_SEC_DEFAULT: u64 = 5_000;
+/// Default OS niceness of the RPC threads: under CPU pressure the node's consensus threads
+/// (niceness 0) get about ten times their share.
+pub const THREAD_NICENESS_DEFAULT: u8 = 10;
 /// A client may burst this many seconds' worth of its rate.
 pub const REQUESTS_PER_CLIENT_BURST_SECONDS: u64 = 2;
 /// After shutdown is asked, how long in-flight requests get beyond their own deadline.
@@ -56,6 +59,8 @@ pub struct RpcConfig {
     /// Requests per second one client address may make (429 `rate_limited` above); 0 =
     /// unlimited.
     pub max_requests_per_client_per_sec: u64,
+    /// OS niceness of the RPC's threads (0..=19; 0 = the process's own).
+    pub thread_niceness: u8,
 }
 
 impl Default for RpcConfig {
@@ -68,6 +73,7 @@ impl Default for RpcConfig {
             request_timeout_ms: REQUEST_TIMEOUT_MS_DEFAULT,
             max_txs_per_request: TXS_PER_REQUEST_MAX_DEFAULT,
             max_requests_per_client_per_sec: REQUESTS_PER_CLIENT_PER_SEC_DEFAULT,
+            thread_niceness: THREAD_NICENESS_DEFAULT,
         }
     }
 }

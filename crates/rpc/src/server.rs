@@ -68,10 +68,12 @@ pub fn spawn<S: NodeApi>(
     let listener = std::net::TcpListener::bind(config.listen)?;
     listener.set_nonblocking(true)?;
     let local_addr = listener.local_addr()?;
+    let niceness = config.thread_niceness;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.worker_threads.max(1))
         .max_blocking_threads(BLOCKING_THREADS_MAX)
         .thread_name(THREAD_NAME)
+        .on_thread_start(move || lower_priority(niceness))
         .enable_all()
         .build()?;
     let limits = RpcLimits::from(&config);
@@ -141,6 +143,33 @@ impl Sessions {
     }
 }
 
+/// Give the calling thread the OS niceness `niceness` (0..=19; 0 leaves it alone), so that
+/// when the machine is short of CPU the node's consensus, verification and execution
+/// threads run first and the RPC gets what is left: an HTTP flood then slows the RPC, not
+/// the chain (seed 000). Failure (a system that refuses) is logged, not fatal.
+pub fn lower_priority(niceness: u8) {
+    if niceness == 0 {
+        return;
+    }
+    let niceness = f32::from(niceness.min(19));
+    // thread-priority maps 0..=99 linearly onto niceness 19..=-20, truncating: the floor of
+    // the inverse lands on the niceness asked for.
+    let value = (99.0 * (1.0 - (niceness + 20.0) / 39.0))
+        .floor()
+        .clamp(0.0, 99.0) as u8;
+    let result = thread_priority::ThreadPriorityValue::try_from(value)
+        .map_err(|e| format!("{e:?}"))
+        .and_then(|value| {
+            thread_priority::set_current_thread_priority(
+                thread_priority::ThreadPriority::Crossplatform(value),
+            )
+            .map_err(|e| format!("{e:?}"))
+        });
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not lower the RPC threads' priority");
+    }
+}
+
 /// Serve until `stopped` turns true, then drain for at most `grace`.
 async fn serve(
     listener: std::net::TcpListener,
@@ -188,5 +217,35 @@ fn report(result: Result<io::Result<()>, tokio::task::JoinError>) {
         Ok(Ok(())) => tracing::info!("rpc server stopped"),
         Ok(Err(error)) => tracing::error!(%error, "rpc server failed"),
         Err(error) => tracing::error!(%error, "rpc server task failed"),
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// Field 19 of /proc/thread-self/stat: the thread's niceness.
+    fn own_niceness() -> Option<i32> {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+        let after_name = stat.rsplit_once(')')?.1;
+        after_name.split_whitespace().nth(16)?.parse().ok()
+    }
+
+    #[test]
+    fn rpc_threads_run_at_the_configured_niceness() {
+        let before = std::thread::spawn(own_niceness).join().unwrap_or_default();
+        let after = std::thread::spawn(|| {
+            super::lower_priority(10);
+            own_niceness()
+        })
+        .join()
+        .unwrap_or_default();
+        let unchanged = std::thread::spawn(|| {
+            super::lower_priority(0);
+            own_niceness()
+        })
+        .join()
+        .unwrap_or_default();
+        assert_eq!(before, Some(0));
+        assert_eq!(after, Some(10));
+        assert_eq!(unchanged, Some(0));
     }
 }

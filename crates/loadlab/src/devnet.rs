@@ -174,7 +174,14 @@ pub fn cpu_time_us(pid: u32) -> Option<u64> {
     Some((utime + stime) * 1_000_000 / ticks_per_second)
 }
 
+/// Clock ticks per second of `/proc` CPU times, asked once (a process spawn is too slow
+/// to repeat while load is being offered).
 fn clock_ticks_per_second() -> u64 {
+    static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(ask_clock_ticks)
+}
+
+fn ask_clock_ticks() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()

@@ -489,10 +489,10 @@ async fn window(
     progress.phase(&format!("pre-signing up to {expected} operations"));
     env.workload.prepare(first_op..first_op + expected).await?;
     progress.phase(&format!("load: {}", model.describe()));
+    let at_load_start = snapshot(env).await;
     let load_start = Instant::now() + Duration::from_millis(50);
     let measure_from = load_start + env.config.warmup;
     let load_end = load_start + length;
-    let at_load_start = snapshot(env).await;
     let (measure_tx, measure_rx) = tokio::sync::oneshot::channel();
     let (end_tx, end_rx) = tokio::sync::oneshot::channel();
     let snapshots = async {

@@ -34,6 +34,10 @@ use std::time::{Duration, Instant};
 const TIP_POLL: Duration = Duration::from_millis(50);
 /// How long a fresh identity may take to connect before the flood gives up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Far-future votes signed once and re-sent.
+const FAR_POOL: usize = 1024;
+/// How far ahead those are.
+const FAR_AHEAD: u64 = 1_000_000;
 /// Re-sendable messages remembered.
 const RESEND_POOL: usize = 256;
 
@@ -80,6 +84,16 @@ pub struct FloodReport {
     pub junk: u64,
     /// Identities used (1 + reconnections after a ban or disconnect).
     pub identities: u32,
+    /// Messages the flooder's gossipsub actually published (sent to the target).
+    pub p2p_published: u64,
+    /// Publishes its gossipsub refused (send queues full, no subscribed peer).
+    pub p2p_publish_failed: u64,
+}
+
+fn add_p2p_stats(report: &mut FloodReport, handle: &basalt_p2p::NetworkHandle) {
+    let stats = &handle.stats().consensus;
+    report.p2p_published += stats.published.load(Ordering::Relaxed);
+    report.p2p_publish_failed += stats.publish_failed.load(Ordering::Relaxed);
 }
 
 #[derive(Default)]
@@ -161,6 +175,7 @@ async fn flood(config: &FloodConfig, tip: &Tip) -> Result<FloodReport> {
         tick.tick().await;
         if identity.handle.connected_peers() == 0 {
             // Banned (junk) or dropped: come back as someone else.
+            add_p2p_stats(&mut report, &identity.handle);
             identity.handle.shutdown().await;
             identity.drain.abort();
             identity_seed += 1;
@@ -189,6 +204,7 @@ async fn flood(config: &FloodConfig, tip: &Tip) -> Result<FloodReport> {
             }
         }
     }
+    add_p2p_stats(&mut report, &identity.handle);
     identity.handle.shutdown().await;
     identity.drain.abort();
     report.rate_achieved = report.sent as f64 / started.elapsed().as_secs_f64().max(1e-9);
@@ -214,6 +230,11 @@ struct Generator {
     validators: u16,
     junk_per_mille: u32,
     pool: Vec<ConsensusMessage>,
+    /// Far-future votes signed once (by the byzantine key when there is one): far enough
+    /// ahead (a million heights) to stay far for any run, so nodes drop them unverified —
+    /// except the few they verify as probes, which pass and so do not get the flooder
+    /// banned (it keeps flooding the whole run).
+    far: Vec<ConsensusMessage>,
 }
 
 impl Generator {
@@ -225,6 +246,7 @@ impl Generator {
             validators: config.validators.max(1),
             junk_per_mille: config.junk_per_mille.min(1000),
             pool: Vec::new(),
+            far: Vec::new(),
         }
     }
 
@@ -274,9 +296,20 @@ impl Generator {
         }
         let (kind, message) = match c % 10 {
             0..=3 => {
-                let far = height + 100 + c % 64;
-                let vote = self.vote(far, 0, Some(self.fresh_hash()), false);
-                (Kind::FarHeight, ConsensusMessage::Vote(vote))
+                if self.far.len() < FAR_POOL {
+                    let far = height + FAR_AHEAD + self.far.len() as u64;
+                    let signed = !self.keys.is_empty();
+                    let vote = self.vote(far, 0, Some(self.fresh_hash()), signed);
+                    self.far.push(ConsensusMessage::Vote(vote));
+                }
+                let pick = (c as usize / 10) % self.far.len().max(1);
+                match self.far.get(pick) {
+                    Some(message) => (Kind::FarHeight, message.clone()),
+                    None => (
+                        Kind::FarHeight,
+                        ConsensusMessage::Vote(self.vote(height + FAR_AHEAD, 0, None, false)),
+                    ),
+                }
             }
             4 => {
                 let far = round.saturating_add(32 + (c % 64) as Round);
@@ -298,9 +331,9 @@ impl Generator {
                 (Kind::Resend, self.pool[pick].clone())
             }
             _ => {
-                let far = height + 100 + c % 64;
-                let vote = self.vote(far, 0, None, false);
-                (Kind::FarHeight, ConsensusMessage::Vote(vote))
+                let far = round.saturating_add(32 + (c % 64) as Round);
+                let vote = self.vote(height + 1, far, None, false);
+                (Kind::FarRound, ConsensusMessage::Vote(vote))
             }
         };
         if kind == Kind::Unknown && self.pool.len() < RESEND_POOL {

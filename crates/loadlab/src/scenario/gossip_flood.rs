@@ -326,6 +326,14 @@ impl Workload for GossipFlood {
                 ("re-sends".into(), r.resends.to_string()),
                 ("junk".into(), r.junk.to_string()),
                 ("flooder identities".into(), r.identities.to_string()),
+                (
+                    "flooder gossipsub published".into(),
+                    r.p2p_published.to_string(),
+                ),
+                (
+                    "flooder gossipsub publish failed (its send queues full)".into(),
+                    r.p2p_publish_failed.to_string(),
+                ),
             ]),
             Some(Err(e)) => facts.push(("flooder failed".into(), e.clone())),
             None => facts.push(("flooder".into(), "did not run".into())),

@@ -61,6 +61,8 @@ pub struct FloodConfig {
     pub junk_per_mille: u32,
     /// Set to end the flood early.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Flooder identities connected at once (the rate is spread over them).
+    pub connections: usize,
 }
 
 /// What the flooder did.
@@ -164,24 +166,32 @@ async fn connect(config: &FloodConfig, seed: u64) -> Result<Identity> {
 async fn flood(config: &FloodConfig, tip: &Tip) -> Result<FloodReport> {
     let mut report = FloodReport::default();
     let mut identity_seed = u64::from(std::process::id()) << 32;
-    let mut identity = connect(config, identity_seed).await?;
-    report.identities = 1;
+    // Several identities at once (a Sybil flood): one connection's gossipsub queue cannot
+    // carry the whole rate, and the node limits each peer's share.
+    let mut identities = Vec::with_capacity(config.connections.max(1));
+    for _ in 0..config.connections.max(1) {
+        identity_seed += 1;
+        identities.push(connect(config, identity_seed).await?);
+        report.identities += 1;
+    }
     let mut generator = Generator::new(config);
     let started = Instant::now();
     let end = started + config.duration;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut next = 0usize;
     while Instant::now() < end && !config.stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        if identity.handle.connected_peers() == 0 {
-            // Banned (junk) or dropped: come back as someone else.
-            add_p2p_stats(&mut report, &identity.handle);
-            identity.handle.shutdown().await;
-            identity.drain.abort();
-            identity_seed += 1;
-            identity = connect(config, identity_seed).await?;
-            report.identities += 1;
-            continue;
+        for identity in identities.iter_mut() {
+            if identity.handle.connected_peers() == 0 {
+                // Banned (junk) or dropped: come back as someone else.
+                add_p2p_stats(&mut report, &identity.handle);
+                identity.handle.shutdown().await;
+                identity.drain.abort();
+                identity_seed += 1;
+                *identity = connect(config, identity_seed).await?;
+                report.identities += 1;
+            }
         }
         let elapsed = started.elapsed().as_secs_f64();
         let due = (elapsed * config.rate as f64) as u64;
@@ -189,6 +199,10 @@ async fn flood(config: &FloodConfig, tip: &Tip) -> Result<FloodReport> {
         let round = tip.round.load(Ordering::Relaxed);
         while report.sent + report.backpressured < due {
             let (kind, data) = generator.next(height, round);
+            next = (next + 1) % identities.len().max(1);
+            let Some(identity) = identities.get(next) else {
+                break;
+            };
             match identity.handle.try_publish(Topic::Consensus, data) {
                 Ok(()) => {
                     report.sent += 1;
@@ -204,9 +218,11 @@ async fn flood(config: &FloodConfig, tip: &Tip) -> Result<FloodReport> {
             }
         }
     }
-    add_p2p_stats(&mut report, &identity.handle);
-    identity.handle.shutdown().await;
-    identity.drain.abort();
+    for identity in identities {
+        add_p2p_stats(&mut report, &identity.handle);
+        identity.handle.shutdown().await;
+        identity.drain.abort();
+    }
     report.rate_achieved = report.sent as f64 / started.elapsed().as_secs_f64().max(1e-9);
     Ok(report)
 }
@@ -391,6 +407,7 @@ mod tests {
             validators: 4,
             junk_per_mille: junk,
             stop: Arc::default(),
+            connections: 1,
         }
     }
 

@@ -19,6 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::task::JoinHandle;
 
+/// Flooder identities connected to validator 0 at once: each peer may hand the node 2,000
+/// consensus messages per second, and one gossipsub connection does not carry 20,000.
+pub const FLOOD_CONNECTIONS: usize = 10;
 /// How often the flooded validator's metrics are read during the flood.
 const MONITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 /// Resident memory is compared between the first and the last this many samples.
@@ -239,6 +242,7 @@ impl GossipFlood {
                 validator_keys,
                 junk_per_mille: 0,
                 stop: Arc::new(AtomicBool::new(false)),
+                connections: FLOOD_CONNECTIONS,
             },
             flooder: Mutex::new(None),
             report: Mutex::new(None),
@@ -325,7 +329,10 @@ impl Workload for GossipFlood {
                 ),
                 ("re-sends".into(), r.resends.to_string()),
                 ("junk".into(), r.junk.to_string()),
-                ("flooder identities".into(), r.identities.to_string()),
+                (
+                    "flooder identities (connected at once / used)".into(),
+                    format!("{FLOOD_CONNECTIONS} / {}", r.identities),
+                ),
                 (
                     "flooder gossipsub published".into(),
                     r.p2p_published.to_string(),

@@ -310,6 +310,10 @@ impl Generator {
             let junk = sha256(&c.to_le_bytes()).0.to_vec();
             return (Kind::Junk, junk);
         }
+        // Far-round messages are signed too (when there is a key): by the time they arrive
+        // the node may have moved a height on, and a message for its previous height is
+        // verified (late precommits matter) — a forged one would get the flooder banned.
+        let signed = !self.keys.is_empty();
         let (kind, message) = match c % 10 {
             0..=3 => {
                 if self.far.len() < FAR_POOL {
@@ -329,7 +333,7 @@ impl Generator {
             }
             4 => {
                 let far = round.saturating_add(32 + (c % 64) as Round);
-                let vote = self.vote(height + 1, far, Some(self.fresh_hash()), false);
+                let vote = self.vote(height + 1, far, Some(self.fresh_hash()), signed);
                 (Kind::FarRound, ConsensusMessage::Vote(vote))
             }
             5 => {
@@ -348,7 +352,7 @@ impl Generator {
             }
             _ => {
                 let far = round.saturating_add(32 + (c % 64) as Round);
-                let vote = self.vote(height + 1, far, None, false);
+                let vote = self.vote(height + 1, far, None, signed);
                 (Kind::FarRound, ConsensusMessage::Vote(vote))
             }
         };
@@ -364,7 +368,10 @@ impl Generator {
             header: BlockHeader {
                 height,
                 round,
-                proposer: (self.counter % u64::from(self.validators)) as u16,
+                proposer: self.keys.first().map_or(
+                    (self.counter % u64::from(self.validators)) as u16,
+                    |(i, _)| *i,
+                ),
                 parent_hash: self.fresh_hash(),
                 state_root: Hash::ZERO,
                 txs_root: basalt_types::block::txs_root(&[]),
@@ -381,11 +388,15 @@ impl Generator {
             block_id: block.id(),
             proposer: block.header.proposer,
         };
-        ConsensusMessage::Proposal {
-            proposal: basalt_types::SignedProposal {
+        let proposal = match self.keys.first() {
+            Some((_, key)) => proposal.sign(key),
+            None => basalt_types::SignedProposal {
                 proposal,
                 signature: Signature([0; 64]),
             },
+        };
+        ConsensusMessage::Proposal {
+            proposal,
             block: Box::new(block),
         }
     }

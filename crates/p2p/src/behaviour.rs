@@ -120,13 +120,15 @@ fn gossipsub_behaviour(config: &P2pConfig) -> Result<gossipsub::Behaviour, P2pEr
     let mut behaviour =
         gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gossipsub_config(config)?)
             .map_err(|error| P2pError::Gossipsub(error.to_owned()))?;
-    let thresholds = PeerScoreThresholds::default();
-    behaviour
-        .with_peer_score(
-            score_params(config.invalid_messages_before_disconnect, &thresholds),
-            thresholds,
-        )
-        .map_err(P2pError::Gossipsub)?;
+    if config.gossip_peer_scoring {
+        let thresholds = PeerScoreThresholds::default();
+        behaviour
+            .with_peer_score(
+                score_params(config.invalid_messages_before_disconnect, &thresholds),
+                thresholds,
+            )
+            .map_err(P2pError::Gossipsub)?;
+    }
     for topic in Topic::ALL {
         behaviour
             .subscribe(&topic.ident())

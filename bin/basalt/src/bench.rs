@@ -63,7 +63,7 @@ struct BenchOptions {
     /// A running gateway's URL (with --endpoints and --target gateway).
     #[arg(long)]
     gateway: Option<String>,
-    /// Scenario: transfer, orderbook, tasks, http-flood (gossip-flood: not built yet).
+    /// Scenario: transfer, orderbook, tasks, http-flood, gossip-flood.
     #[arg(long, default_value = "transfer")]
     scenario: ScenarioKind,
     /// Where the load goes (http-flood always targets one validator).

@@ -166,6 +166,17 @@ pub fn flooded_facts(scrapes: &[Scrape]) -> Vec<(String, String)> {
                 (tail / head - 1.0) * 100.0
             ),
         ));
+        // Where it grew: a plateau (caches filling) or a line (a leak).
+        let quarters: Vec<String> = (1..=4)
+            .map(|q| {
+                let i = (rss.len() * q / 4).saturating_sub(1);
+                format!("{:.0}", rss.get(i).copied().unwrap_or(0.0) / 1048576.0)
+            })
+            .collect();
+        facts.push((
+            "resident memory at 25/50/75/100 % of the flood, MiB (flooded)".into(),
+            quarters.join(" / "),
+        ));
     } else {
         facts.push((
             "resident memory growth (flooded)".into(),

@@ -53,15 +53,34 @@ pub struct Collected {
 
 /// The latest height `endpoint` reports.
 pub async fn height(client: &reqwest::Client, endpoint: &str) -> Option<u64> {
-    let status: serde_json::Value = client
+    let response = client
         .get(format!("{endpoint}/v1/status"))
         .send()
         .await
+        .ok()?;
+    if !response.status().is_success() {
+        // Shed (a flooded node rate-limits this machine's address, the lab's included):
+        // the operations route is not rate-limited and says the same.
+        return height_from_metrics(client, endpoint).await;
+    }
+    let status: serde_json::Value = response.json().await.ok()?;
+    status.get("height")?.as_u64()
+}
+
+/// The node's committed height from its `/metrics` (`basalt_consensus_height`).
+async fn height_from_metrics(client: &reqwest::Client, endpoint: &str) -> Option<u64> {
+    let text = client
+        .get(format!("{endpoint}/metrics"))
+        .send()
+        .await
         .ok()?
-        .json()
+        .text()
         .await
         .ok()?;
-    status.get("height")?.as_u64()
+    text.lines()
+        .find_map(|line| line.strip_prefix("basalt_consensus_height "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .map(|value| value as u64)
 }
 
 /// Block `height` from `endpoint`.

@@ -404,8 +404,13 @@ impl<C: ChainClient> BatchSubmitter<C> {
         self.shutdown.send_replace(true);
         let deadline = tokio::time::Instant::from_std(deadline);
         let mut done = self.accumulator_done.clone();
-        let flushed = tokio::time::timeout_at(deadline, done.wait_for(|done| *done)).await;
-        if !matches!(flushed, Ok(Ok(_))) {
+        // The watch guard is dropped in this statement: held across the next await it
+        // would make this future !Send.
+        let flushed = matches!(
+            tokio::time::timeout_at(deadline, done.wait_for(|done| *done)).await,
+            Ok(Ok(_))
+        );
+        if !flushed {
             return false;
         }
         let slots = u32::try_from(self.core.config.max_in_flight_per_signer).unwrap_or(u32::MAX);

@@ -479,3 +479,19 @@ async fn a_nonce_gap_is_filled() {
         "the filler committed (and failed harmlessly)"
     );
 }
+
+#[tokio::test]
+async fn shutdown_can_run_on_another_task() {
+    let chain = MemoryChain::default();
+    let submitter = Arc::new(submitter(&chain, config()).await);
+    // Compiles only if the shutdown future is Send.
+    let task = tokio::spawn({
+        let submitter = Arc::clone(&submitter);
+        async move {
+            submitter
+                .shutdown(std::time::Instant::now() + std::time::Duration::from_secs(5))
+                .await
+        }
+    });
+    assert!(task.await.unwrap(), "an idle submitter shuts down at once");
+}

@@ -44,8 +44,9 @@ pub async fn submitter(
         .context("starting the batch submitter")
 }
 
-/// Shut `submitter` down (flush, wait for batches in flight until `deadline`). Its
-/// shutdown future is not `Send`, so it runs to completion on this worker thread.
+/// Shut `submitter` down (flush, wait for batches in flight until `deadline`), to
+/// completion on this worker thread. (The shutdown future is `Send` since the client's fix;
+/// callers that are async could await it directly.)
 pub fn shut_down(submitter: &BatchSubmitter<Chain>, deadline: Instant) {
     let handle = tokio::runtime::Handle::current();
     tokio::task::block_in_place(|| handle.block_on(submitter.shutdown(deadline)));

@@ -68,6 +68,22 @@ pub fn flooded_facts(scrapes: &[Scrape]) -> Vec<(String, String)> {
         "timer lag p99 (flooded)".into(),
         ms(bucket_quantile(&lag, 0.99)),
     ));
+    let turns = bucket_delta(&[last], &[first], "basalt_consensus_driver_turn_inputs");
+    let largest = turns
+        .windows(2)
+        .filter(|pair| pair[1].1 > pair[0].1)
+        .map(|pair| pair[1].0)
+        .fold(
+            turns.first().filter(|b| b.1 > 0.0).map_or(0.0, |b| b.0),
+            f64::max,
+        );
+    facts.push((
+        "driver inputs per turn p99 / largest bucket reached (flooded; bound 64)".into(),
+        format!(
+            "{} / ≤ {largest}",
+            bucket_quantile(&turns, 0.99).map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}"))
+        ),
+    ));
     let delta = |name: &str| total(last, name) - total(first, name);
     facts.push((
         "driver stalls (flooded)".into(),

@@ -365,7 +365,12 @@ impl prometheus_client::collector::Collector for P2pCollector {
         use prometheus_client::metrics::counter::ConstCounter;
         use std::sync::atomic::Ordering::Relaxed;
         let stats = self.handle.stats();
-        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 15] = [
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 16] = [
+            (
+                "p2p_consensus_publish_failed",
+                "Own consensus messages gossipsub refused to publish (send queues full, no peer)",
+                &stats.consensus.publish_failed,
+            ),
             (
                 "p2p_consensus_rate_limited",
                 "Consensus gossip dropped: its peer exceeded its rate",

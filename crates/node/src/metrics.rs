@@ -365,7 +365,12 @@ impl prometheus_client::collector::Collector for P2pCollector {
         use prometheus_client::metrics::counter::ConstCounter;
         use std::sync::atomic::Ordering::Relaxed;
         let stats = self.handle.stats();
-        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 16] = [
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 17] = [
+            (
+                "p2p_gossip_slow_peer_dropped",
+                "Gossip messages not queued for a peer whose send queue was full",
+                &stats.gossip_slow_peer_dropped,
+            ),
             (
                 "p2p_consensus_publish_failed",
                 "Own consensus messages gossipsub refused to publish (send queues full, no peer)",

@@ -13,7 +13,7 @@ use libp2p::{allow_block_list, connection_limits, identify, identity, request_re
 use crate::codec::{SyncCodec, SYNC_PROTOCOL};
 use crate::config::{
     P2pConfig, CONNECTIONS_MAX, CONNECTIONS_PER_PEER_MAX, GOSSIP_DUPLICATE_CACHE,
-    GOSSIP_ENVELOPE_BYTES, GOSSIP_HEARTBEAT, INVALID_MESSAGES_WINDOW,
+    GOSSIP_ENVELOPE_BYTES, GOSSIP_HEARTBEAT, GOSSIP_PEER_QUEUE_LEN, INVALID_MESSAGES_WINDOW,
     PENDING_INBOUND_CONNECTIONS_MAX, SYNC_STREAMS_PER_CONNECTION_MAX,
 };
 use crate::keep_alive;
@@ -112,6 +112,7 @@ fn gossipsub_config(config: &P2pConfig) -> Result<gossipsub::Config, P2pError> {
         .heartbeat_initial_delay(HEARTBEAT_INITIAL_DELAY)
         .heartbeat_interval(GOSSIP_HEARTBEAT)
         .duplicate_cache_time(GOSSIP_DUPLICATE_CACHE)
+        .connection_handler_queue_len(GOSSIP_PEER_QUEUE_LEN)
         .build()
         .map_err(|error| P2pError::Gossipsub(error.to_string()))
 }

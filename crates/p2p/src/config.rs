@@ -78,6 +78,13 @@ pub const GOSSIP_HEARTBEAT: Duration = Duration::from_millis(200);
 /// again.
 pub const GOSSIP_DUPLICATE_CACHE: Duration = Duration::from_secs(2);
 
+/// Messages gossipsub queues per connection (each of its data and control queues) before
+/// refusing more for that peer. gossipsub's default, 5,000, let a peer that stops reading
+/// (the lab's flooders) pin 5,000 of our messages per connection: under gossip-flood the
+/// flooded validator's memory climbed for a minute as those queues filled. A healthy peer
+/// drains its queue within milliseconds; 1,024 is seconds of this node's own traffic.
+pub const GOSSIP_PEER_QUEUE_LEN: usize = 1024;
+
 /// Most established connections in total (validators plus a margin for sync peers).
 pub const CONNECTIONS_MAX: u32 = 256;
 /// Most connections still in their handshake from the outside; bounds what garbage-sending

@@ -45,6 +45,9 @@ pub struct P2pStats {
     pub invalid_messages: AtomicU64,
     /// Peers disconnected and banned for invalid messages.
     pub peers_banned: AtomicU64,
+    /// Messages gossipsub could not queue for one peer because that peer's send queue was
+    /// full (its `SlowPeer` reports): the peer misses them, others still get them.
+    pub gossip_slow_peer_dropped: AtomicU64,
     /// Inbound sync requests received.
     pub requests_inbound: AtomicU64,
     /// Inbound sync requests answered `Refused` at once because the event channel was full.

@@ -50,13 +50,30 @@ enum KeysCommand {
     Generate,
 }
 
+/// gossipsub warns once per message it cannot queue for a slow peer, with the whole
+/// message in the line: under a gossip flood that was 143 MB of log from the flooded
+/// validator in 60 s, written from its swarm task. `basalt_p2p_gossip_slow_peer_dropped`
+/// counts those drops instead, so gossipsub logs errors only unless `RUST_LOG` names it.
+const GOSSIPSUB_LOG: &str = "libp2p_gossipsub=error";
+
+/// The log filter: `RUST_LOG` (default `info,libp2p=warn`), plus [`GOSSIPSUB_LOG`] unless
+/// `RUST_LOG` sets gossipsub's level itself.
+fn log_filter(rust_log: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let base = rust_log
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or("info,libp2p=warn");
+    let directives = if base.contains("libp2p_gossipsub") {
+        base.to_owned()
+    } else {
+        format!("{base},{GOSSIPSUB_LOG}")
+    };
+    tracing_subscriber::EnvFilter::try_new(&directives)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("info,{GOSSIPSUB_LOG}")))
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new("info,libp2p=warn,libp2p_gossipsub=error")
-            }),
-        )
+        .with_env_filter(log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -75,5 +92,32 @@ fn main() -> anyhow::Result<()> {
         Command::Keys(KeysCommand::Generate) => init::generate_key(),
         Command::Sim(args) => sim::run(args),
         Command::Bench(args) => bench::run_bench(args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn gossipsub_warnings_stay_off_unless_asked_for() {
+        let directives = |rust_log: Option<&str>| {
+            let mut d: Vec<String> = log_filter(rust_log)
+                .to_string()
+                .split(',')
+                .map(str::to_owned)
+                .collect();
+            d.sort();
+            d
+        };
+        assert_eq!(directives(Some("warn")), ["libp2p_gossipsub=error", "warn"]);
+        assert_eq!(
+            directives(None),
+            ["info", "libp2p=warn", "libp2p_gossipsub=error"]
+        );
+        assert_eq!(
+            directives(Some("debug,libp2p_gossipsub=debug")),
+            ["debug", "libp2p_gossipsub=debug"]
+        );
     }
 }

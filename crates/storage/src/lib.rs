@@ -122,7 +122,7 @@ pub struct SigningState {
 }
 
 /// Page cache of the database.
-pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// The durable store of one node.
 pub struct Store {

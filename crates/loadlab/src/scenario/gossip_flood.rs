@@ -164,6 +164,27 @@ pub fn flooded_facts(scrapes: &[Scrape]) -> Vec<(String, String)> {
         "signatures verified (flooded)".into(),
         format!("{}", delta("basalt_signatures_verified_total")),
     ));
+    // The flood's shape over time, every 5 s: the flooded validator's resident memory and
+    // the consensus gossip it received per second (is the flood at full rate yet?).
+    let every = (5_000 / MONITOR_INTERVAL.as_millis().max(1)).max(1) as usize;
+    let series: Vec<String> = scrapes
+        .iter()
+        .step_by(every)
+        .zip(scrapes.iter().skip(every).step_by(every))
+        .map(|(a, b)| {
+            let received = total(b, "basalt_p2p_consensus_received_total")
+                - total(a, "basalt_p2p_consensus_received_total");
+            format!(
+                "{:.0} MiB {:.1}k/s",
+                total(b, "basalt_process_resident_memory_bytes") / 1048576.0,
+                received / 5.0 / 1000.0
+            )
+        })
+        .collect();
+    facts.push((
+        "every 5 s: resident memory, consensus gossip received (flooded)".into(),
+        series.join(" · "),
+    ));
     let rss: Vec<f64> = scrapes
         .iter()
         .map(|s| total(s, "basalt_process_resident_memory_bytes"))

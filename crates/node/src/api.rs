@@ -22,7 +22,7 @@ pub struct Api {
     /// Shared state.
     pub shared: Arc<Shared>,
     /// Jobs for the verification pool.
-    pub verify: crossbeam_channel::Sender<VerifyJob>,
+    pub verify: crate::verify::VerifyQueue,
     /// The metrics registry (RPC metrics included).
     pub registry: Arc<std::sync::OnceLock<Registry>>,
 }

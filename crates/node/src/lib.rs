@@ -29,7 +29,7 @@ use crate::mempool::Mempool;
 use crate::metrics::Metrics;
 use crate::network::{NetworkTask, TX_GOSSIP_QUEUE_MAX};
 use crate::state::{Latest, Rejected, Shared, SyncState};
-use crate::verify::{PoolOutlets, VERIFY_QUEUE_MAX};
+use crate::verify::PoolOutlets;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use basalt_app::App;
@@ -161,7 +161,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
     });
 
     let (driver_sender, driver_inputs) = tokio::sync::mpsc::channel(DRIVER_QUEUE_MAX);
-    let (verify_sender, verify_jobs) = crossbeam_channel::bounded(VERIFY_QUEUE_MAX);
+    let (verify_sender, verify_jobs) = verify::queue();
     let (gossip_sender, gossip_receiver) = tokio::sync::mpsc::channel(TX_GOSSIP_QUEUE_MAX);
     let (chain_sender, chain_receiver) = crossbeam_channel::bounded(CHAIN_QUEUE_MAX);
     let (executed_sender, executed_receiver) = tokio::sync::mpsc::unbounded_channel();

@@ -42,7 +42,7 @@ pub struct NetworkTask {
     /// Commands to the p2p service.
     pub commands: mpsc::Sender<NetworkCommand>,
     /// Jobs for the verification pool.
-    pub verify: crossbeam_channel::Sender<VerifyJob>,
+    pub verify: crate::verify::VerifyQueue,
     /// Inputs for the driver (sync hints and results).
     pub driver: mpsc::Sender<DriverInput>,
     /// Flood protections.

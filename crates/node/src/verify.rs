@@ -18,12 +18,101 @@ use basalt_types::{encode, Hash, PublicKey, Signature, SignedTx};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
-/// Jobs waiting for the pool (each job is a batch of transactions or one consensus
-/// message). Full → the caller sheds: RPC answers "overloaded", gossip is ignored.
+/// Jobs waiting for the pool, per queue (consensus messages, and transaction batches).
+/// Full → the caller sheds: RPC answers "overloaded", gossip is ignored.
 pub const VERIFY_QUEUE_MAX: usize = 4096;
-/// Signatures verified in one batch at most (bounds the latency a vote can wait behind
-/// transactions).
-pub const SIGNATURES_PER_BATCH_MAX: usize = 2048;
+/// Transaction signatures the pool takes into one batch at most (a job is never split, so
+/// one large job can exceed it). Consensus messages have their own queue and jump ahead of
+/// every transaction batch, so a vote waits at most for the batch under way: 256
+/// signatures are about 5 ms of one core, and batches this size already run at the batch
+/// rate (a cap of 2,048 let a vote wait ~40 ms behind transactions).
+pub const TX_SIGNATURES_PER_BATCH_MAX: usize = 256;
+
+/// The pool's two queues: consensus messages are always taken first.
+#[derive(Clone)]
+pub struct VerifyQueue {
+    consensus: crossbeam_channel::Sender<VerifyJob>,
+    txs: crossbeam_channel::Sender<VerifyJob>,
+}
+
+/// The pool's side of [`VerifyQueue`].
+#[derive(Clone)]
+pub struct VerifyJobs {
+    consensus: crossbeam_channel::Receiver<VerifyJob>,
+    txs: crossbeam_channel::Receiver<VerifyJob>,
+}
+
+/// The queues of the verification pool, each bounded by [`VERIFY_QUEUE_MAX`].
+pub fn queue() -> (VerifyQueue, VerifyJobs) {
+    let (consensus, consensus_jobs) = crossbeam_channel::bounded(VERIFY_QUEUE_MAX);
+    let (txs, tx_jobs) = crossbeam_channel::bounded(VERIFY_QUEUE_MAX);
+    (
+        VerifyQueue { consensus, txs },
+        VerifyJobs {
+            consensus: consensus_jobs,
+            txs: tx_jobs,
+        },
+    )
+}
+
+impl VerifyQueue {
+    /// Queue a job without waiting; refused (and dropped) when its queue is full or the
+    /// pool has stopped.
+    pub fn try_send(&self, job: VerifyJob) -> Result<(), QueueFull> {
+        let queue = match job {
+            VerifyJob::Consensus { .. } => &self.consensus,
+            VerifyJob::Txs { .. } => &self.txs,
+        };
+        queue.try_send(job).map_err(|_| QueueFull)
+    }
+}
+
+/// A verification queue refused a job: full, or the pool has stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueFull;
+
+impl VerifyJobs {
+    /// Jobs waiting in both queues.
+    pub fn len(&self) -> usize {
+        self.consensus.len().saturating_add(self.txs.len())
+    }
+
+    /// Whether both queues are empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The next batch: every consensus message waiting, then transaction jobs up to
+    /// [`TX_SIGNATURES_PER_BATCH_MAX`] signatures. Blocks while both queues are empty;
+    /// `None` once the senders are gone.
+    fn next_batch(&self) -> Option<Vec<VerifyJob>> {
+        let first = match self.consensus.try_recv() {
+            Ok(job) => job,
+            Err(_) => crossbeam_channel::select_biased! {
+                recv(self.consensus) -> job => job.ok()?,
+                recv(self.txs) -> job => job.ok()?,
+            },
+        };
+        let mut signatures = signatures_of(&first);
+        let mut batch = vec![first];
+        while let Ok(job) = self.consensus.try_recv() {
+            batch.push(job);
+        }
+        while signatures < TX_SIGNATURES_PER_BATCH_MAX {
+            let Ok(job) = self.txs.try_recv() else { break };
+            signatures = signatures.saturating_add(signatures_of(&job));
+            batch.push(job);
+        }
+        Some(batch)
+    }
+}
+
+fn signatures_of(job: &VerifyJob) -> usize {
+    match job {
+        VerifyJob::Txs { txs, .. } => txs.len(),
+        VerifyJob::Consensus { .. } => 0,
+    }
+}
 
 /// Where transactions came from.
 pub enum TxOrigin {
@@ -77,23 +166,9 @@ struct Check {
     signature: Signature,
 }
 
-/// Run one pool thread until the job channel closes.
-pub fn run(shared: Arc<Shared>, jobs: crossbeam_channel::Receiver<VerifyJob>, out: PoolOutlets) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        let mut signatures = 0usize;
-        while signatures < SIGNATURES_PER_BATCH_MAX {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    signatures += match &job {
-                        VerifyJob::Txs { txs, .. } => txs.len(),
-                        VerifyJob::Consensus { .. } => 1,
-                    };
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+/// Run one pool thread until the job queues close.
+pub fn run(shared: Arc<Shared>, jobs: VerifyJobs, out: PoolOutlets) {
+    while let Some(batch) = jobs.next_batch() {
         shared.metrics.depth("verify", jobs.len());
         verify_jobs(&shared, batch, &out);
     }
@@ -352,5 +427,87 @@ fn admit(
                 .network
                 .try_send(NetworkCommand::Validate { id, from, verdict });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basalt_types::{BatchItem, Keypair, Payload, Vote, VoteKind};
+
+    fn txs(count: usize) -> VerifyJob {
+        let key = Keypair::from_seed([3; 32]);
+        let tx = SignedTx::sign(
+            &key,
+            "c",
+            0,
+            Payload::Single(BatchItem::CancelOrder {
+                market: 0,
+                order_id: 1,
+            }),
+        );
+        VerifyJob::Txs {
+            txs: vec![tx; count],
+            origin: TxOrigin::Gossip(GossipId::from_bytes(vec![1]), PeerId::random()),
+        }
+    }
+
+    fn vote() -> VerifyJob {
+        let message = ConsensusMessage::Vote(
+            Vote {
+                kind: VoteKind::Prevote,
+                height: 1,
+                round: 0,
+                block_id: None,
+                validator: 0,
+            }
+            .sign(&Keypair::from_seed([7; 32])),
+        );
+        VerifyJob::Consensus {
+            message,
+            gossip: (GossipId::from_bytes(vec![2]), PeerId::random()),
+        }
+    }
+
+    fn shape(batch: &[VerifyJob]) -> Vec<String> {
+        batch
+            .iter()
+            .map(|job| match job {
+                VerifyJob::Txs { txs, .. } => format!("txs{}", txs.len()),
+                VerifyJob::Consensus { .. } => "vote".to_owned(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consensus_jumps_the_transaction_queue_and_tx_batches_are_capped() {
+        let (queue, jobs) = queue();
+        for count in [200, 200, 200] {
+            assert!(queue.try_send(txs(count)).is_ok());
+        }
+        assert!(queue.try_send(vote()).is_ok());
+        let first = jobs.next_batch().unwrap_or_default();
+        // The vote, queued last, comes first; transactions stop once 256 signatures are in.
+        assert_eq!(shape(&first), ["vote", "txs200", "txs200"]);
+        let second = jobs.next_batch().unwrap_or_default();
+        assert_eq!(shape(&second), ["txs200"]);
+        assert!(jobs.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_refuses_without_blocking_the_other() {
+        let (queue, jobs) = queue();
+        for _ in 0..VERIFY_QUEUE_MAX {
+            assert!(queue.try_send(txs(0)).is_ok());
+        }
+        assert_eq!(queue.try_send(txs(0)), Err(QueueFull));
+        assert!(queue.try_send(vote()).is_ok(), "consensus has its own room");
+        assert_eq!(jobs.len(), VERIFY_QUEUE_MAX + 1);
+        drop(queue);
+        let mut batches = 0;
+        while jobs.next_batch().is_some() {
+            batches += 1;
+        }
+        assert!(batches > 0, "drains, then ends once the senders are gone");
     }
 }

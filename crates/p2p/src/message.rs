@@ -54,6 +54,11 @@ impl GossipId {
     pub fn as_bytes(&self) -> &[u8] {
         &self.0 .0
     }
+
+    /// An id from raw bytes (tests and tools that feed the node without a network).
+    pub fn from_bytes(bytes: Vec<u8>) -> GossipId {
+        GossipId(MessageId::new(&bytes))
+    }
 }
 
 /// The node's judgement of a gossip message after decoding and checking it.

@@ -287,9 +287,10 @@ impl Service {
                 let dropped = failed_messages
                     .priority
                     .saturating_add(failed_messages.non_priority);
-                self.stats
-                    .gossip_slow_peer_dropped
-                    .fetch_add(u64::try_from(dropped).unwrap_or(u64::MAX), std::sync::atomic::Ordering::Relaxed);
+                self.stats.gossip_slow_peer_dropped.fetch_add(
+                    u64::try_from(dropped).unwrap_or(u64::MAX),
+                    std::sync::atomic::Ordering::Relaxed,
+                );
             }
             other => tracing::trace!(?other, "gossipsub"),
         }

@@ -29,7 +29,12 @@ const BLOCKS: TableDefinition<u64, &[u8]> = TableDefinition::new("blocks");
 const BLOCK_IDS: TableDefinition<&[u8; 32], u64> = TableDefinition::new("block_ids");
 const CERTIFICATES: TableDefinition<u64, &[u8]> = TableDefinition::new("certificates");
 const ROOTS: TableDefinition<u64, &[u8; 32]> = TableDefinition::new("state_roots");
-const TXS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("txs");
+/// Where each committed transaction is: hash → (height, index in its block). The
+/// transaction itself is read from its block: a transaction is stored once.
+const TX_INDEX: TableDefinition<&[u8; 32], (u64, u32)> = TableDefinition::new("tx_index");
+/// Receipts by (height, index): appended in key order, so a block's receipts dirty only the
+/// right edge of the tree (hash-keyed records dirtied one random page per transaction).
+const RECEIPTS: TableDefinition<(u64, u32), &[u8]> = TableDefinition::new("receipts");
 const SIGNING: TableDefinition<&str, &[u8]> = TableDefinition::new("signing");
 const WAL: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("wal");
 /// Every message signed, by (height, round, step): the signed value. Kept for the current
@@ -150,7 +155,8 @@ impl Store {
         txn.open_table(BLOCK_IDS)?;
         txn.open_table(CERTIFICATES)?;
         txn.open_table(ROOTS)?;
-        txn.open_table(TXS)?;
+        txn.open_table(TX_INDEX)?;
+        txn.open_table(RECEIPTS)?;
         txn.open_table(SIGNING)?;
         txn.open_table(WAL)?;
         txn.open_table(SIGNED)?;
@@ -192,15 +198,16 @@ impl Store {
             txn.open_table(CERTIFICATES)?
                 .insert(height, encode(certificate).as_slice())?;
             txn.open_table(ROOTS)?.insert(height, &state_root_after.0)?;
-            let mut txs = txn.open_table(TXS)?;
-            for (index, (tx, receipt)) in block.txs.iter().zip(receipts).enumerate() {
-                let record = TxRecord {
-                    height,
-                    index: index as u32,
-                    tx: tx.clone(),
-                    receipt: receipt.clone(),
-                };
-                txs.insert(&receipt.tx_hash.0, encode(&record).as_slice())?;
+            if receipts.len() != block.txs.len() {
+                return Err(corrupt("receipts", "one receipt per transaction expected"));
+            }
+            let mut index_table = txn.open_table(TX_INDEX)?;
+            let mut receipts_table = txn.open_table(RECEIPTS)?;
+            for (index, receipt) in receipts.iter().enumerate() {
+                let index =
+                    u32::try_from(index).map_err(|_| corrupt("receipts", "index beyond u32"))?;
+                index_table.insert(&receipt.tx_hash.0, (height, index))?;
+                receipts_table.insert((height, index), encode(receipt).as_slice())?;
             }
             txn.open_table(WAL)?
                 .retain(|(entry_height, _), _| entry_height > height)?;
@@ -339,11 +346,31 @@ impl StoreReader {
         Ok(value.map(|v| Hash(*v.value())))
     }
 
-    /// A committed transaction by hash.
+    /// A committed transaction by hash: its place, read from the index, and the
+    /// transaction and receipt at that place.
     pub fn tx(&self, hash: &Hash) -> Result<Option<TxRecord>> {
-        let table = self.txn.open_table(TXS)?;
-        let value = table.get(&hash.0)?;
-        value.map(|v| decode_record("txs", v.value())).transpose()
+        let place = self
+            .txn
+            .open_table(TX_INDEX)?
+            .get(&hash.0)?
+            .map(|v| v.value());
+        let Some((height, index)) = place else {
+            return Ok(None);
+        };
+        let receipt: Receipt = match self.txn.open_table(RECEIPTS)?.get((height, index))? {
+            Some(v) => decode_record("receipts", v.value())?,
+            None => return Err(corrupt("receipts", "indexed transaction without receipt")),
+        };
+        let tx = self
+            .block(height)?
+            .and_then(|block| block.txs.as_slice().get(index as usize).cloned())
+            .ok_or_else(|| corrupt("tx_index", "indexed transaction not in its block"))?;
+        Ok(Some(TxRecord {
+            height,
+            index,
+            tx,
+            receipt,
+        }))
     }
 
     /// Blocks with their certificates from `from` on, at most `count` of them and at most

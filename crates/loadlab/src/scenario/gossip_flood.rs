@@ -185,8 +185,33 @@ pub fn flooded_facts(scrapes: &[Scrape]) -> Vec<(String, String)> {
         "every 5 s: resident memory, consensus gossip received (flooded)".into(),
         series.join(" · "),
     ));
+    // Memory is judged from the moment the flood runs at full rate (the flooder takes a
+    // few seconds to connect and pre-sign): the first scrape whose received rate reaches
+    // half the flood's median rate.
+    let received: Vec<f64> = scrapes
+        .windows(2)
+        .map(|pair| {
+            total(&pair[1], "basalt_p2p_consensus_received_total")
+                - total(&pair[0], "basalt_p2p_consensus_received_total")
+        })
+        .collect();
+    let mut sorted = received.clone();
+    sorted.sort_by(f64::total_cmp);
+    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);
+    let full_rate_from = received
+        .iter()
+        .position(|r| *r >= median / 2.0 && *r > 0.0)
+        .map_or(0, |i| i + 1);
+    facts.push((
+        "flood at full rate after (s)".into(),
+        format!(
+            "{:.0}",
+            full_rate_from as f64 * MONITOR_INTERVAL.as_secs_f64()
+        ),
+    ));
     let rss: Vec<f64> = scrapes
         .iter()
+        .skip(full_rate_from)
         .map(|s| total(s, "basalt_process_resident_memory_bytes"))
         .filter(|v| *v > 0.0)
         .collect();
@@ -195,7 +220,7 @@ pub fn flooded_facts(scrapes: &[Scrape]) -> Vec<(String, String)> {
         let head = mean(&rss[..RSS_WINDOW_SAMPLES]);
         let tail = mean(&rss[rss.len() - RSS_WINDOW_SAMPLES..]);
         facts.push((
-            "resident memory first/last 10 s (flooded)".into(),
+            "resident memory first/last 10 s at full rate (flooded)".into(),
             format!(
                 "{:.1} MiB -> {:.1} MiB ({:+.1} %)",
                 head / 1048576.0,

@@ -31,9 +31,13 @@ pub const TASK_GENERATORS: usize = 32;
 pub const TXS_PER_REQUEST_MAX: usize = 2000;
 /// Sends of one request after typed shedding (429/503, `mempool_full`, `overloaded`)
 /// before its operations are counted as shed.
-pub const SHED_ATTEMPTS_MAX: u32 = 6;
+pub const SHED_ATTEMPTS_MAX: u32 = 12;
 /// First pause after shedding; doubles per attempt.
 pub const SHED_BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// Longest pause between attempts: 12 attempts wait about 7.5 s in all, so a client the
+/// node rate-limits keeps its place in its nonce sequence (a dropped transaction strands
+/// every later one of its sender: seed 002's nonce gap).
+pub const SHED_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// The scenarios `basalt bench --scenario` knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,7 +350,7 @@ pub async fn submit_prepared(ctx: &Ctx, route: &str, mut txs: Vec<Prepared>) {
                     return;
                 }
                 tokio::time::sleep(backoff).await;
-                backoff *= 2;
+                backoff = (backoff * 2).min(SHED_BACKOFF_MAX);
                 continue;
             }
             Answer::Error => {
@@ -389,7 +393,7 @@ pub async fn submit_prepared(ctx: &Ctx, route: &str, mut txs: Vec<Prepared>) {
         if !again.is_empty() {
             tracker.shed_request();
             tokio::time::sleep(backoff).await;
-            backoff *= 2;
+            backoff = (backoff * 2).min(SHED_BACKOFF_MAX);
         }
         txs = again;
     }

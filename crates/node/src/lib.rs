@@ -122,6 +122,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
     let mut p2p_config = p2p_config;
     if !config.protections.peer_gossip_rate {
         p2p_config.consensus_messages_per_peer_per_sec = 0;
+        p2p_config.consensus_messages_from_unlisted_per_sec = 0;
     }
     for peer in &config.p2p.persistent_peers {
         p2p_config

@@ -44,12 +44,13 @@ pub use codec::{
 pub use config::{
     peer_id_of_address, P2pConfig, BANNED_PEERS_MAX, BAN_DURATION, COMMAND_QUEUE_CAPACITY,
     CONNECTIONS_MAX, CONNECTIONS_PER_PEER_MAX, CONSENSUS_BURST_PER_PEER,
-    CONSENSUS_MESSAGES_PER_PEER_PER_SEC_DEFAULT, CONTROL_OVERFLOW_MAX, EVENT_QUEUE_CAPACITY,
-    GOSSIP_BYTES_MAX_DEFAULT, GOSSIP_DUPLICATE_CACHE, GOSSIP_ENVELOPE_BYTES, GOSSIP_HEARTBEAT,
-    IDLE_CONNECTION_TIMEOUT, INVALID_MESSAGES_BEFORE_DISCONNECT_DEFAULT, INVALID_MESSAGES_WINDOW,
-    MAINTENANCE_INTERVAL, PENDING_INBOUND_CONNECTIONS_MAX, REDIAL_BACKOFF_INITIAL,
-    REDIAL_BACKOFF_MAX, REDIAL_BACKOFF_RESET_AFTER, REQUEST_TIMEOUT_DEFAULT,
-    SYNC_STREAMS_PER_CONNECTION_MAX, TXS_QUEUE_SHARE_PERCENT,
+    CONSENSUS_MESSAGES_FROM_UNLISTED_PER_SEC_DEFAULT, CONSENSUS_MESSAGES_PER_PEER_PER_SEC_DEFAULT,
+    CONTROL_OVERFLOW_MAX, EVENT_QUEUE_CAPACITY, GOSSIP_BYTES_MAX_DEFAULT, GOSSIP_DUPLICATE_CACHE,
+    GOSSIP_ENVELOPE_BYTES, GOSSIP_HEARTBEAT, IDLE_CONNECTION_TIMEOUT,
+    INVALID_MESSAGES_BEFORE_DISCONNECT_DEFAULT, INVALID_MESSAGES_WINDOW, MAINTENANCE_INTERVAL,
+    PENDING_INBOUND_CONNECTIONS_MAX, REDIAL_BACKOFF_INITIAL, REDIAL_BACKOFF_MAX,
+    REDIAL_BACKOFF_RESET_AFTER, REQUEST_TIMEOUT_DEFAULT, SYNC_STREAMS_PER_CONNECTION_MAX,
+    TXS_QUEUE_SHARE_PERCENT,
 };
 pub use handle::{CommandError, NetworkHandle};
 /// Re-exported so the node needs no direct libp2p dependency.
@@ -180,6 +181,14 @@ pub fn spawn(config: P2pConfig) -> Result<(NetworkHandle, mpsc::Receiver<Network
             config.consensus_messages_per_peer_per_sec,
             config::CONSENSUS_BURST_PER_PEER,
         ),
+        // One bucket shared by every unlisted peer, kept under our own id.
+        unlisted_rates: peers::PeerRates::new(
+            config.consensus_messages_from_unlisted_per_sec,
+            config
+                .consensus_messages_from_unlisted_per_sec
+                .saturating_mul(2),
+        ),
+        local_peer_id: peer_id,
     };
     runtime.spawn(service.run());
     tracing::info!(%peer_id, listen = %config.listen, "p2p service started");

@@ -95,6 +95,10 @@ impl StaticPeers {
     }
 
     /// Every static peer and its address.
+    pub(crate) fn contains(&self, peer: &PeerId) -> bool {
+        self.peers.contains_key(peer)
+    }
+
     pub(crate) fn addresses(&self) -> impl Iterator<Item = (&PeerId, &Multiaddr)> {
         self.peers
             .iter()

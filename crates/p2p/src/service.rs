@@ -54,6 +54,9 @@ pub(crate) struct Service {
     pub(crate) static_peers: StaticPeers,
     pub(crate) guard: PeerGuard,
     pub(crate) rates: PeerRates,
+    /// The shared budget of every peer outside `static_peers` (one bucket, under our id).
+    pub(crate) unlisted_rates: PeerRates,
+    pub(crate) local_peer_id: PeerId,
 }
 
 impl Service {
@@ -296,6 +299,15 @@ impl Service {
         }
     }
 
+    /// A peer's own rate, and for a peer outside the configured list also the budget all
+    /// such peers share.
+    fn admit_consensus(&mut self, from: PeerId) -> bool {
+        let now = Instant::now();
+        self.rates.admit(from, now)
+            && (self.static_peers.contains(&from)
+                || self.unlisted_rates.admit(self.local_peer_id, now))
+    }
+
     fn on_gossip_message(
         &mut self,
         from: PeerId,
@@ -307,7 +319,7 @@ impl Service {
             return;
         };
         bump(&self.stats.topic(topic).received);
-        if topic == Topic::Consensus && !self.rates.admit(from, std::time::Instant::now()) {
+        if topic == Topic::Consensus && !self.admit_consensus(from) {
             bump(&self.stats.topic(topic).rate_limited);
             self.report(&message_id, &from, MessageAcceptance::Ignore);
             return;

@@ -858,3 +858,43 @@ async fn largest_gossip_payload_is_delivered() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unlisted_peers_share_one_consensus_budget_listed_peers_do_not() {
+    bounded(async {
+        let config = |seed_byte: u8, peers: Vec<Multiaddr>| {
+            let mut config =
+                P2pConfig::new(seed(seed_byte), "/ip4/127.0.0.1/tcp/0".parse().unwrap());
+            config.peers = peers;
+            config.consensus_messages_per_peer_per_sec = 0;
+            config.consensus_messages_from_unlisted_per_sec = 100; // bursts of 200
+            config
+        };
+        // b does not list a; c does.
+        let b = start_with(config(111, vec![])).await;
+        let a = start(112, vec![b.address.clone()]).await;
+        let c = start_with(config(113, vec![a.address.clone()])).await;
+        wait_subscribed(&a, Topic::Consensus, 2).await;
+        let sent = 1000u64;
+        for i in 0..sent {
+            a.handle
+                .publish(Topic::Consensus, format!("vote-{i}").into_bytes())
+                .await
+                .unwrap();
+        }
+        let (b_stats, c_stats) = (b.handle.stats(), c.handle.stats());
+        wait_until("votes received", || {
+            read_counter(&b_stats.consensus.received) == sent
+                && read_counter(&c_stats.consensus.received) == sent
+        })
+        .await;
+        let limited = read_counter(&b_stats.consensus.rate_limited);
+        assert!(
+            limited >= 500,
+            "an unlisted peer got {} of {sent} through a budget of 100/s",
+            sent - limited
+        );
+        assert_eq!(read_counter(&c_stats.consensus.rate_limited), 0);
+    })
+    .await;
+}

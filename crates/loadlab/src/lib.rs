@@ -629,26 +629,8 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
         notes.push("chain_halts: no idle block time to compare gaps with".into());
     }
     let load_precommit = delta(&w.at_end.scrapes, &w.at_measure.scrapes);
-    let escalations = w
-        .at_end
-        .scrapes
-        .iter()
-        .zip(&w.at_measure.scrapes)
-        .filter(|(end, _)| !end.is_empty())
-        .map(|(end, start)| {
-            (total(end, ESCALATIONS_METRIC) - total(start, ESCALATIONS_METRIC)).max(0.0) as u64
-        })
-        .max();
-    let node_committed_txs = w
-        .at_end
-        .scrapes
-        .iter()
-        .zip(&w.at_measure.scrapes)
-        .filter(|(end, _)| !end.is_empty())
-        .map(|(end, start)| {
-            (total(end, COMMITTED_METRIC) - total(start, COMMITTED_METRIC)).max(0.0) as u64
-        })
-        .max();
+    let escalations = largest_growth(w, ESCALATIONS_METRIC);
+    let node_committed_txs = largest_growth(w, COMMITTED_METRIC);
     let cpu = cpu_per_op(env, w, tps.iter().sum::<f64>(), &mut notes);
     let samples = env
         .collected
@@ -758,6 +740,18 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
 }
 
 /// A reason in `notes` for each headline field left `null` that has none yet.
+/// The largest growth of counter `metric` over the measured phase among the nodes
+/// scraped at both ends.
+fn largest_growth(w: &Window, metric: &str) -> Option<u64> {
+    w.at_end
+        .scrapes
+        .iter()
+        .zip(&w.at_measure.scrapes)
+        .filter(|(end, _)| !end.is_empty())
+        .map(|(end, start)| (total(end, metric) - total(start, metric)).max(0.0) as u64)
+        .max()
+}
+
 fn explain_nulls(summary: &mut Summary) {
     let s = &*summary;
     let b = &s.block_time_ms;

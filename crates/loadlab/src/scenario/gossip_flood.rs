@@ -164,20 +164,26 @@ pub fn flooded_facts(scrapes: &[Scrape]) -> Vec<(String, String)> {
         "signatures verified (flooded)".into(),
         format!("{}", delta("basalt_signatures_verified_total")),
     ));
+    // Consensus gossip the flooded validator received in each monitor interval.
+    let received: Vec<f64> = scrapes
+        .windows(2)
+        .map(|pair| {
+            total(&pair[1], "basalt_p2p_consensus_received_total")
+                - total(&pair[0], "basalt_p2p_consensus_received_total")
+        })
+        .collect();
     // The flood's shape over time, every 5 s: the flooded validator's resident memory and
     // the consensus gossip it received per second (is the flood at full rate yet?).
     let every = (5_000 / MONITOR_INTERVAL.as_millis().max(1)).max(1) as usize;
-    let series: Vec<String> = scrapes
-        .iter()
-        .step_by(every)
+    let series: Vec<String> = received
+        .chunks_exact(every)
         .zip(scrapes.iter().skip(every).step_by(every))
-        .map(|(a, b)| {
-            let received = total(b, "basalt_p2p_consensus_received_total")
-                - total(a, "basalt_p2p_consensus_received_total");
+        .map(|(chunk, end)| {
+            let seconds = every as f64 * MONITOR_INTERVAL.as_secs_f64();
             format!(
                 "{:.0} MiB {:.1}k/s",
-                total(b, "basalt_process_resident_memory_bytes") / 1048576.0,
-                received / 5.0 / 1000.0
+                total(end, "basalt_process_resident_memory_bytes") / 1048576.0,
+                chunk.iter().sum::<f64>() / seconds / 1000.0
             )
         })
         .collect();
@@ -188,13 +194,6 @@ pub fn flooded_facts(scrapes: &[Scrape]) -> Vec<(String, String)> {
     // Memory is judged from the moment the flood runs at full rate (the flooder takes a
     // few seconds to connect and pre-sign): the first scrape whose received rate reaches
     // half the flood's median rate.
-    let received: Vec<f64> = scrapes
-        .windows(2)
-        .map(|pair| {
-            total(&pair[1], "basalt_p2p_consensus_received_total")
-                - total(&pair[0], "basalt_p2p_consensus_received_total")
-        })
-        .collect();
     let mut sorted = received.clone();
     sorted.sort_by(f64::total_cmp);
     let median = sorted.get(sorted.len() / 2).copied().unwrap_or(0.0);

@@ -500,11 +500,7 @@ impl Driver {
 
     fn flush_wal(&mut self) -> anyhow::Result<()> {
         let entries = std::mem::take(&mut self.wal);
-        for run in entries.chunk_by(|a, b| a.0 == b.0) {
-            let height = run.first().map_or(0, |(h, _)| *h);
-            let bytes: Vec<Vec<u8>> = run.iter().map(|(_, b)| b.clone()).collect();
-            self.shared.store.wal_append(height, &bytes)?;
-        }
+        self.shared.store.wal_append(&entries)?;
         Ok(())
     }
 
@@ -643,8 +639,12 @@ impl Driver {
         let same_slot = self.signed.get(&(next.round, next.step)).copied();
         match crate::signer::decide(self.signing, same_slot, next) {
             crate::signer::Decision::Sign => {
-                self.flush_wal()?;
-                self.shared.store.record_signing(&next)?;
+                let started = Instant::now();
+                let wal = std::mem::take(&mut self.wal);
+                self.shared.store.record_signing(&wal, &next)?;
+                self.metrics()
+                    .sign_record_duration
+                    .observe(started.elapsed().as_secs_f64());
                 self.signing = Some(next);
                 self.signed.insert((next.round, next.step), next.value);
                 Ok(true)
@@ -908,6 +908,7 @@ impl Driver {
             return Ok(());
         }
         self.executed = executed;
+        self.shared.store.prune_consensus(self.executed.height)?;
         self.replay_due = true;
         self.try_get_value()?;
         self.try_validate()

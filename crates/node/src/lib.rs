@@ -44,8 +44,9 @@ use std::sync::{Arc, Mutex};
 
 /// Events kept for slow RPC subscribers before they lag.
 pub const EVENTS_QUEUE_MAX: usize = 1024;
-/// Threads of the verification pool.
-pub const VERIFY_THREADS: usize = 1;
+/// Threads of the verification pool that check transactions (one more checks consensus
+/// messages, so a vote never waits behind a transaction batch).
+pub const VERIFY_TX_THREADS: usize = 1;
 
 /// A running node.
 pub struct NodeHandle {
@@ -168,8 +169,10 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
     let (executed_sender, executed_receiver) = tokio::sync::mpsc::unbounded_channel();
     let commands = network.commands().clone();
 
-    // Verification pool.
-    for i in 0..VERIFY_THREADS {
+    // Verification pool: one thread for consensus messages, the rest for transactions.
+    let lanes = std::iter::once(verify::Lane::Consensus)
+        .chain(std::iter::repeat_n(verify::Lane::Txs, VERIFY_TX_THREADS));
+    for (i, lane) in lanes.enumerate() {
         let shared = shared.clone();
         let jobs = verify_jobs.clone();
         let outlets = PoolOutlets {
@@ -178,8 +181,8 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
             gossip: gossip_sender.clone(),
         };
         std::thread::Builder::new()
-            .name(format!("verify-{i}"))
-            .spawn(move || verify::run(shared, jobs, outlets))?;
+            .name(format!("{}-{i}", lane.name()))
+            .spawn(move || verify::run(shared, jobs, lane, outlets))?;
     }
     // Chain worker.
     {

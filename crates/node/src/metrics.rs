@@ -41,6 +41,8 @@ pub struct Metrics {
     pub state_root_mismatches: Counter,
     /// How late each consensus timer fired.
     pub timer_lag: Histogram,
+    /// Time to record a signature durably before it is sent (the WAL before it included).
+    pub sign_record_duration: Histogram,
     /// Votes/proposals this node's signing guard refused to sign.
     pub sign_refusals: Counter,
     /// Pending transactions.
@@ -110,6 +112,7 @@ impl Metrics {
             consensus_dropped: Family::default(),
             state_root_mismatches: Counter::default(),
             timer_lag: latency_histogram(),
+            sign_record_duration: latency_histogram(),
             sign_refusals: Counter::default(),
             mempool_size: Gauge::default(),
             mempool_bytes: Gauge::default(),
@@ -188,6 +191,11 @@ impl Metrics {
             "consensus_timer_lag_seconds",
             "How late consensus timers fire",
             m.timer_lag,
+        );
+        registry.register(
+            "consensus_sign_record_duration_seconds",
+            "Time to record a signature durably before sending it",
+            m.sign_record_duration,
         );
         registry.register(
             "consensus_sign_refusals",

@@ -71,9 +71,9 @@ mod tests {
                 decide(store.signing_state().unwrap(), None, prevote_a),
                 Decision::Sign
             );
-            store.record_signing(&prevote_a).unwrap();
+            store.record_signing(&[], &prevote_a).unwrap();
             let precommit_a = state(5, 1, 2, b"a");
-            store.record_signing(&precommit_a).unwrap();
+            store.record_signing(&[], &precommit_a).unwrap();
         }
         // "Restart": a new process opens the same store.
         let store = Store::open(&path).unwrap();

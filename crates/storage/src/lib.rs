@@ -1,16 +1,21 @@
 //! Basalt's durable stores on redb.
 //!
-//! One file holds blocks, the certificates that committed them, receipts, the transaction
-//! index, the post-state root of every height, the validator's signing state and the
-//! consensus write-ahead log (WAL) of the current height.
+//! Two files (seed 000's lock split): the chain database holds blocks, the certificates that
+//! committed them, receipts, the transaction index and the post-state root of every height;
+//! the consensus database (`<name>-consensus.redb` beside it) holds the validator's signing
+//! state and the consensus write-ahead log (WAL) of the current height. redb allows one
+//! writer per database: with one file, every vote's durable record waited for the block
+//! commit under way (16 ms at the median under 1,200 tx/s), and so did the vote.
 //!
 //! Guarantees:
 //! - [`Store::commit_block`] writes a decided block with everything derived from it in one
 //!   write transaction, fsynced before it returns: after `kill -9`, a block is either wholly
 //!   there or wholly absent.
-//! - [`Store::record_signing`] is fsynced before it returns, and it also makes durable every
-//!   WAL entry appended before it; the node calls it *before* a vote or proposal leaves
-//!   the process, so a restart can never sign something conflicting.
+//! - [`Store::record_signing`] writes the WAL entries it is given and the signing state in
+//!   one transaction, fsynced before it returns, which also makes durable every WAL entry
+//!   appended before it; the node calls it *before* a vote or proposal leaves the process,
+//!   so a restart can never sign something conflicting.
+//! - Neither waits for the other: they are different databases.
 //! - Readers ([`Store::reader`]) see a consistent snapshot and never wait for the writer
 //!   (redb MVCC), so RPC reads cannot delay the chain worker.
 //!
@@ -126,12 +131,20 @@ pub struct SigningState {
     pub value: Hash,
 }
 
-/// Page cache of the database.
+/// Page cache of the chain database.
 pub const CACHE_BYTES: usize = 4 * 1024 * 1024;
+/// Page cache of the consensus database (the WAL of one height and the signing state).
+pub const CONSENSUS_CACHE_BYTES: usize = 1024 * 1024;
+
+/// One WAL entry to append: (height, opaque bytes).
+pub type WalEntry = (u64, Vec<u8>);
 
 /// The durable store of one node.
 pub struct Store {
+    /// Blocks, certificates, receipts, the transaction index, state roots.
     db: Database,
+    /// Signing state, signed messages, the WAL: written on the consensus path.
+    consensus: Database,
     /// Next WAL sequence number (global across heights, so append order is kept).
     wal_sequence: std::sync::atomic::AtomicU64,
 }
@@ -143,13 +156,18 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Open (or create) the store at `path`, creating every table.
+    /// Open (or create) the store at `path` (the chain database) and its consensus database
+    /// beside it ([`consensus_path`]), creating every table. A store written before the
+    /// split has its signing state and WAL moved over first.
     pub fn open(path: &Path) -> Result<Store> {
         // redb's default page cache is 1 GiB: a node would look like it leaks until it
-        // reached it. Bound it (reads of recent blocks and the WAL are what it serves).
+        // reached it. Bound it (reads of recent blocks are what it serves).
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(path)?;
+        let consensus = Database::builder()
+            .set_cache_size(CONSENSUS_CACHE_BYTES)
+            .create(consensus_path(path))?;
         let txn = db.begin_write()?;
         txn.open_table(BLOCKS)?;
         txn.open_table(BLOCK_IDS)?;
@@ -157,21 +175,25 @@ impl Store {
         txn.open_table(ROOTS)?;
         txn.open_table(TX_INDEX)?;
         txn.open_table(RECEIPTS)?;
+        txn.commit()?;
+        let txn = consensus.begin_write()?;
         txn.open_table(SIGNING)?;
         txn.open_table(WAL)?;
         txn.open_table(SIGNED)?;
         txn.commit()?;
+        migrate_consensus_tables(&db, &consensus)?;
         let mut next = 0;
         {
-            let txn = db.begin_read()?;
+            let txn = consensus.begin_read()?;
             let wal = txn.open_table(WAL)?;
-            for entry in wal.iter()? {
-                let (key, _) = entry?;
-                next = next.max(key.value().1 + 1);
+            let last = wal.last()?.map(|(key, _)| key.value().1);
+            if let Some(last) = last {
+                next = last.saturating_add(1);
             }
         }
         Ok(Store {
             db,
+            consensus,
             wal_sequence: std::sync::atomic::AtomicU64::new(next),
         })
     }
@@ -209,41 +231,56 @@ impl Store {
                 index_table.insert(&receipt.tx_hash.0, (height, index))?;
                 receipts_table.insert((height, index), encode(receipt).as_slice())?;
             }
-            txn.open_table(WAL)?
-                .retain(|(entry_height, _), _| entry_height > height)?;
-            txn.open_table(SIGNED)?
-                .retain(|(signed_height, _, _), _| signed_height >= height)?;
         }
         txn.commit()?;
         Ok(())
     }
 
-    /// Append consensus inputs (opaque bytes) of `height` to the WAL without fsync: they
-    /// become durable with the next [`Store::record_signing`] or [`Store::commit_block`].
-    /// Losing them in a crash is safe, because nothing was signed on their account yet.
-    /// Committing the block at a height clears that height's entries (and older ones).
-    pub fn wal_append(&self, height: u64, entries: &[Vec<u8>]) -> Result<()> {
+    /// Forget the WAL of heights up to `committed` and signed messages below it (the
+    /// previous height's are kept, so a restart may re-send exactly what it signed). Not
+    /// fsynced: it becomes durable with the next [`Store::record_signing`]; entries that
+    /// come back after a crash are of committed heights, which nothing reads.
+    pub fn prune_consensus(&self, committed: u64) -> Result<()> {
+        let mut txn = self.consensus.begin_write()?;
+        txn.set_durability(Durability::None)?;
+        {
+            txn.open_table(WAL)?
+                .retain_in(..=(committed, u64::MAX), |_, _| false)?;
+            txn.open_table(SIGNED)?
+                .retain_in(..(committed, 0, 0), |_, _| false)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Append consensus inputs (opaque bytes, each with its height) to the WAL without
+    /// fsync: they become durable with the next [`Store::record_signing`]. Losing them in a
+    /// crash is safe, because nothing was signed on their account yet.
+    pub fn wal_append(&self, entries: &[WalEntry]) -> Result<()> {
         if entries.is_empty() {
             return Ok(());
         }
-        let mut txn = self.db.begin_write()?;
+        let mut txn = self.consensus.begin_write()?;
         txn.set_durability(Durability::None)?;
-        {
-            let mut wal = txn.open_table(WAL)?;
-            for entry in entries {
-                let sequence = self
-                    .wal_sequence
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                wal.insert((height, sequence), entry.as_slice())?;
-            }
-        }
+        self.insert_wal(&txn, entries)?;
         txn.commit()?;
+        Ok(())
+    }
+
+    fn insert_wal(&self, txn: &redb::WriteTransaction, entries: &[WalEntry]) -> Result<()> {
+        let mut wal = txn.open_table(WAL)?;
+        for (height, entry) in entries {
+            let sequence = self
+                .wal_sequence
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            wal.insert((*height, sequence), entry.as_slice())?;
+        }
         Ok(())
     }
 
     /// The WAL entries of `height`, in append order.
     pub fn wal(&self, height: u64) -> Result<Vec<Vec<u8>>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.consensus.begin_read()?;
         let wal = txn.open_table(WAL)?;
         let mut entries = Vec::new();
         for entry in wal.range((height, 0)..=(height, u64::MAX))? {
@@ -253,10 +290,12 @@ impl Store {
         Ok(entries)
     }
 
-    /// Durably record what is about to be signed (and every WAL entry before it). Call
-    /// before the signature leaves the process.
-    pub fn record_signing(&self, state: &SigningState) -> Result<()> {
-        let txn = self.db.begin_write()?;
+    /// Durably record `wal` (the consensus inputs not yet appended) and what is about to be
+    /// signed, in one fsynced transaction that also makes every WAL entry appended before
+    /// durable. Call before the signature leaves the process.
+    pub fn record_signing(&self, wal: &[WalEntry], state: &SigningState) -> Result<()> {
+        let txn = self.consensus.begin_write()?;
+        self.insert_wal(&txn, wal)?;
         txn.open_table(SIGNING)?
             .insert("last", encode(state).as_slice())?;
         txn.open_table(SIGNED)?
@@ -267,7 +306,7 @@ impl Store {
 
     /// Everything signed at `height`: (round, step) → value.
     pub fn signed_at(&self, height: u64) -> Result<Vec<((u32, u8), Hash)>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.consensus.begin_read()?;
         let table = txn.open_table(SIGNED)?;
         let mut out = Vec::new();
         for entry in table.range((height, 0, 0)..=(height, u32::MAX, u8::MAX))? {
@@ -280,7 +319,7 @@ impl Store {
 
     /// The last signing state, if this validator ever signed.
     pub fn signing_state(&self) -> Result<Option<SigningState>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.consensus.begin_read()?;
         let table = txn.open_table(SIGNING)?;
         let value = table.get("last")?;
         value
@@ -299,6 +338,56 @@ impl Store {
             txn: self.db.begin_read()?,
         })
     }
+}
+
+/// Where the consensus database of the store at `path` lives: `<stem>-consensus.redb` in the
+/// same directory.
+pub fn consensus_path(path: &Path) -> std::path::PathBuf {
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "basalt".into(), |s| s.to_string_lossy().into_owned());
+    path.with_file_name(format!("{stem}-consensus.redb"))
+}
+
+/// Move the signing state, signed messages and WAL of a store written before the split
+/// from the chain database into the consensus database: copied durably first, then removed,
+/// so a crash in between leaves both copies (the next open copies again, the same data).
+/// Without this, an upgraded validator would forget what it signed.
+fn migrate_consensus_tables(db: &Database, consensus: &Database) -> Result<()> {
+    let read = db.begin_read()?;
+    let signing = match read.open_table(SIGNING) {
+        Ok(table) => table,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let signed = read.open_table(SIGNED)?;
+    let wal = read.open_table(WAL)?;
+    let txn = consensus.begin_write()?;
+    {
+        let mut to = txn.open_table(SIGNING)?;
+        for entry in signing.iter()? {
+            let (key, value) = entry?;
+            to.insert(key.value(), value.value())?;
+        }
+        let mut to = txn.open_table(SIGNED)?;
+        for entry in signed.iter()? {
+            let (key, value) = entry?;
+            to.insert(key.value(), value.value())?;
+        }
+        let mut to = txn.open_table(WAL)?;
+        for entry in wal.iter()? {
+            let (key, value) = entry?;
+            to.insert(key.value(), value.value())?;
+        }
+    }
+    txn.commit()?;
+    drop((signing, signed, wal, read));
+    let txn = db.begin_write()?;
+    txn.delete_table(SIGNING)?;
+    txn.delete_table(SIGNED)?;
+    txn.delete_table(WAL)?;
+    txn.commit()?;
+    Ok(())
 }
 
 /// A read-only snapshot of the store. Cheap to open; hold it only for one request.
@@ -397,5 +486,92 @@ impl StoreReader {
             out.push((block, certificate));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::time::Duration;
+
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("basalt-store-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join("basalt.redb")
+    }
+
+    fn state(height: u64) -> SigningState {
+        SigningState {
+            height,
+            round: 0,
+            step: 1,
+            value: Hash([height as u8; 32]),
+        }
+    }
+
+    /// The lock split: a signature is recorded while the chain database's one writer is
+    /// held (as by a block commit under way). With one database this waits forever.
+    #[test]
+    fn signing_does_not_wait_for_the_chain_writer() {
+        let store = std::sync::Arc::new(Store::open(&temp_path("split")).unwrap());
+        let held = store.db.begin_write().unwrap();
+        let (done, finished) = std::sync::mpsc::channel();
+        {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let _ = done.send(store.record_signing(&[(7, vec![1])], &state(7)).is_ok());
+            });
+        }
+        let recorded = finished.recv_timeout(Duration::from_secs(20));
+        drop(held);
+        assert_eq!(
+            recorded,
+            Ok(true),
+            "record_signing waited for the chain writer"
+        );
+    }
+
+    /// A store from before the split keeps what it signed (and its WAL) after an upgrade,
+    /// and the old tables are gone from the chain database.
+    #[test]
+    fn signing_state_of_an_older_store_moves_to_the_consensus_database() {
+        let path = temp_path("migrate");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(SIGNING)
+                .unwrap()
+                .insert("last", encode(&state(9)).as_slice())
+                .unwrap();
+            txn.open_table(SIGNED)
+                .unwrap()
+                .insert((9, 0, 1), &[9; 32])
+                .unwrap();
+            txn.open_table(WAL)
+                .unwrap()
+                .insert((9, 41), [1u8, 2].as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.signing_state().unwrap(), Some(state(9)));
+        assert_eq!(store.signed_at(9).unwrap(), vec![((0, 1), Hash([9; 32]))]);
+        assert_eq!(store.wal(9).unwrap(), vec![vec![1, 2]]);
+        // WAL sequence numbers continue after the moved entries.
+        store.wal_append(&[(9, vec![3])]).unwrap();
+        assert_eq!(store.wal(9).unwrap(), vec![vec![1, 2], vec![3]]);
+        let read = store.db.begin_read().unwrap();
+        assert!(matches!(
+            read.open_table(SIGNING),
+            Err(redb::TableError::TableDoesNotExist(_))
+        ));
+        drop(read);
+        drop(store);
+        // Opening again finds nothing to move and keeps the state.
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.signing_state().unwrap(), Some(state(9)));
     }
 }

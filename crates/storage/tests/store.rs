@@ -89,37 +89,49 @@ fn blocks_certificates_receipts_survive_reopen() {
 }
 
 #[test]
-fn wal_is_cleared_by_a_commit_and_signing_state_persists() {
+fn wal_is_pruned_by_height_and_signing_state_persists() {
     let path = temp_path("wal");
     {
         let store = Store::open(&path).unwrap();
-        store.wal_append(1, &[vec![1], vec![2, 2]]).unwrap();
-        store.wal_append(2, &[vec![9]]).unwrap();
         store
-            .record_signing(&SigningState {
-                height: 1,
-                round: 3,
-                step: 2,
-                value: sha256(b"b"),
-            })
+            .wal_append(&[(1, vec![1]), (1, vec![2, 2]), (2, vec![9])])
             .unwrap();
-        store.wal_append(1, &[vec![3]]).unwrap();
-        assert_eq!(store.wal(1).unwrap(), vec![vec![1], vec![2, 2], vec![3]]);
+        store
+            .record_signing(
+                &[(1, vec![4])],
+                &SigningState {
+                    height: 1,
+                    round: 3,
+                    step: 2,
+                    value: sha256(b"b"),
+                },
+            )
+            .unwrap();
+        store.wal_append(&[(1, vec![3])]).unwrap();
+        assert_eq!(
+            store.wal(1).unwrap(),
+            vec![vec![1], vec![2, 2], vec![4], vec![3]]
+        );
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(store.signing_state().unwrap().unwrap().round, 3);
     assert!(
-        store.wal(1).unwrap().len() >= 2,
-        "entries before the fsync survive"
+        store.wal(1).unwrap().len() >= 3,
+        "entries up to the fsync survive"
     );
-    let first = block(1, Hash::ZERO, vec![]);
-    store
-        .commit_block(&first, &certificate(&first), &[], Hash::ZERO)
-        .unwrap();
+    store.prune_consensus(1).unwrap();
     assert!(store.wal(1).unwrap().is_empty());
     assert_eq!(
         store.wal(2).unwrap(),
         vec![vec![9]],
         "later heights are kept"
     );
+    assert_eq!(
+        store.signed_at(1).unwrap().len(),
+        1,
+        "the last height's kept"
+    );
+    store.prune_consensus(2).unwrap();
+    assert!(store.signed_at(1).unwrap().is_empty());
+    assert!(store.wal(2).unwrap().is_empty());
 }

@@ -105,6 +105,11 @@ struct BenchOptions {
     /// blocks, re-sends; see `basalt_loadlab::flood`).
     #[arg(long, default_value_t = 20_000)]
     gossip_rate: u64,
+    /// gossip-flood: OS niceness of the flooder's threads (0..=19). The flooder stands for
+    /// an attacker's machines; above 0 it takes less of a shared box's CPU, and floods less
+    /// (its achieved rate is reported): a way to tell the flood's effect from the box's.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
+    flooder_niceness: u8,
     /// Commit wait of the devnet, ms.
     #[arg(long, default_value_t = 0)]
     commit_wait_ms: u64,
@@ -262,6 +267,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         idle: args.idle,
         flood_concurrency: args.flood_concurrency.max(1),
         gossip_rate: args.gossip_rate.max(1),
+        flooder_niceness: args.flooder_niceness,
         stop_validator_at: args.stop_validator_at,
         gates: gates.clone(),
         drain: args.drain,

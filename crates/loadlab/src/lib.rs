@@ -117,6 +117,8 @@ pub struct BenchConfig {
     pub flood_concurrency: usize,
     /// Consensus gossip messages per second of the gossip-flood scenario's flooder.
     pub gossip_rate: u64,
+    /// OS niceness of the flooder's threads (0..=19).
+    pub flooder_niceness: u8,
     /// Stop validator 1 this long after the load began (tests of the gates).
     pub stop_validator_at: Option<Duration>,
     /// Thresholds (the ramp stops at the first step that breaks one; the halt factor
@@ -298,6 +300,7 @@ pub async fn run(config: &BenchConfig, progress: &Progress) -> Result<Outcome> {
     .with_gossip_flood(scenario::GossipFloodSettings {
         devnet_dir: devnet.is_some().then(|| config.devnet_dir.clone()),
         rate: config.gossip_rate,
+        niceness: config.flooder_niceness,
         duration: config.warmup + config.duration,
     });
     progress.phase("preparing the scenario");

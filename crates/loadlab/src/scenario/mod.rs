@@ -136,6 +136,8 @@ pub struct GossipFloodSettings {
     pub rate: u64,
     /// Longest flood (warm-up plus the measured load); it also stops when the load ends.
     pub duration: Duration,
+    /// OS niceness of the flooder's threads (0..=19; 0 = the generator's own).
+    pub niceness: u8,
 }
 
 impl Ctx {

@@ -60,12 +60,15 @@ pub enum ChainError {
     Store(#[from] basalt_storage::StoreError),
 }
 
-/// Execute and persist one block. Returns what the driver needs.
+/// Execute and persist one block: `announce` gets what the driver needs as soon as the block
+/// is executed (the next proposal builds on it while this persists); returns the event for
+/// subscribers, sent once the block is durable.
 pub fn apply(
     shared: &Shared,
     app: &mut App,
     commit: &Commit,
-) -> Result<(Executed, BlockEvent), ChainError> {
+    announce: impl FnOnce(Executed),
+) -> Result<BlockEvent, ChainError> {
     let block = &commit.block;
     let height = block.header.height;
     if block.header.state_root != app.state_root() {
@@ -82,6 +85,23 @@ pub fn apply(
         .metrics
         .execute_duration
         .observe(started.elapsed().as_secs_f64());
+    let hashes: Vec<Hash> = outcome.receipts.iter().map(|r| r.tx_hash).collect();
+    {
+        let mut pool = shared.mempool();
+        pool.remove_committed(&hashes, |sender| app.account(sender).nonce);
+        shared.mempool_gauges(&pool);
+    }
+    // The block is decided (final) and executed: consensus may build on it while it is
+    // persisted. Account state is served from here on; blocks, receipts and events only
+    // once the block is durable (below).
+    shared.app.store(Arc::new(app.clone()));
+    announce(Executed {
+        height,
+        block_id: block.id(),
+        time_ms: block.header.time_ms,
+        state_root: outcome.state_root,
+        certificate: Some(commit.certificate.clone()),
+    });
     let started = Instant::now();
     shared.store.commit_block(
         block,
@@ -93,13 +113,9 @@ pub fn apply(
         .metrics
         .persist_duration
         .observe(started.elapsed().as_secs_f64());
-    let hashes: Vec<Hash> = outcome.receipts.iter().map(|r| r.tx_hash).collect();
-    {
-        let mut pool = shared.mempool();
-        pool.remove_committed(&hashes, |sender| app.account(sender).nonce);
-        shared.mempool_gauges(&pool);
-    }
-    shared.app.store(Arc::new(app.clone()));
+    // The height's WAL is needed until its block is durable (a crash before this replays
+    // it), not after.
+    shared.store.prune_consensus(height)?;
     shared.latest.store(Arc::new(Latest {
         height,
         block_id: block.id(),
@@ -108,21 +124,13 @@ pub fn apply(
     }));
     shared.metrics.height.set(height as i64);
     shared.metrics.committed_txs.inc_by(block.txs.len() as u64);
-    let executed = Executed {
-        height,
-        block_id: block.id(),
-        time_ms: block.header.time_ms,
-        state_root: outcome.state_root,
-        certificate: Some(commit.certificate.clone()),
-    };
-    let event = BlockEvent {
+    Ok(BlockEvent {
         height,
         block_id: block.id(),
         time_ms: block.header.time_ms,
         txs: block.txs.iter().map(SignedTx::hash).collect(),
         receipts: outcome.receipts,
-    };
-    Ok((executed, event))
+    })
 }
 
 /// Run the chain worker until the commit channel closes or the chain diverges.
@@ -137,10 +145,14 @@ pub fn run(
         if commit.block.header.height <= app.height() {
             continue; // Already applied (sync and consensus raced).
         }
-        match apply(&shared, &mut app, &commit) {
-            Ok((done, event)) => {
+        let mut driver_gone = false;
+        let applied = apply(&shared, &mut app, &commit, |done| {
+            driver_gone = executed.send(done).is_err();
+        });
+        match applied {
+            Ok(event) => {
                 let _ = shared.events.send(Arc::new(event));
-                if executed.send(done).is_err() {
+                if driver_gone {
                     return;
                 }
             }

@@ -908,7 +908,6 @@ impl Driver {
             return Ok(());
         }
         self.executed = executed;
-        self.shared.store.prune_consensus(self.executed.height)?;
         self.replay_due = true;
         self.try_get_value()?;
         self.try_validate()

@@ -355,38 +355,37 @@ pub fn consensus_path(path: &Path) -> std::path::PathBuf {
 /// Without this, an upgraded validator would forget what it signed.
 fn migrate_consensus_tables(db: &Database, consensus: &Database) -> Result<()> {
     let read = db.begin_read()?;
-    let signing = match read.open_table(SIGNING) {
-        Ok(table) => table,
+    match read.open_table(SIGNING) {
+        Ok(_) => {}
         Err(redb::TableError::TableDoesNotExist(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
-    };
-    let signed = read.open_table(SIGNED)?;
-    let wal = read.open_table(WAL)?;
-    let txn = consensus.begin_write()?;
-    {
-        let mut to = txn.open_table(SIGNING)?;
-        for entry in signing.iter()? {
-            let (key, value) = entry?;
-            to.insert(key.value(), value.value())?;
-        }
-        let mut to = txn.open_table(SIGNED)?;
-        for entry in signed.iter()? {
-            let (key, value) = entry?;
-            to.insert(key.value(), value.value())?;
-        }
-        let mut to = txn.open_table(WAL)?;
-        for entry in wal.iter()? {
-            let (key, value) = entry?;
-            to.insert(key.value(), value.value())?;
-        }
     }
+    let txn = consensus.begin_write()?;
+    copy_table(&read, &txn, SIGNING)?;
+    copy_table(&read, &txn, SIGNED)?;
+    copy_table(&read, &txn, WAL)?;
     txn.commit()?;
-    drop((signing, signed, wal, read));
+    drop(read);
     let txn = db.begin_write()?;
     txn.delete_table(SIGNING)?;
     txn.delete_table(SIGNED)?;
     txn.delete_table(WAL)?;
     txn.commit()?;
+    Ok(())
+}
+
+/// Copy every entry of `table` from `from` into the same table in `to`.
+fn copy_table<K: redb::Key + 'static, V: redb::Value + 'static>(
+    from: &redb::ReadTransaction,
+    to: &redb::WriteTransaction,
+    table: TableDefinition<K, V>,
+) -> Result<()> {
+    let source = from.open_table(table)?;
+    let mut target = to.open_table(table)?;
+    for entry in source.iter()? {
+        let (key, value) = entry?;
+        target.insert(key.value(), value.value())?;
+    }
     Ok(())
 }
 

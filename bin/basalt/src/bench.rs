@@ -94,6 +94,12 @@ struct BenchOptions {
     /// Idle phase first: idle block time and precommit latency.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     idle: Duration,
+    /// A control window of this length before the load (after its own warm-up): the same
+    /// load with the scenario's disturbance held back (gossip-flood: transfers without the
+    /// flood). The block time gate and the halt threshold then compare with it rather than
+    /// with the idle chain; the report adds a control/disturbed table. 0s: none.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    control: Duration,
     /// After the load, how long pending operations may still commit.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     drain: Duration,
@@ -265,6 +271,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         duration: args.duration,
         warmup: args.warmup,
         idle: args.idle,
+        control: args.control,
         flood_concurrency: args.flood_concurrency.max(1),
         gossip_rate: args.gossip_rate.max(1),
         flooder_niceness: args.flooder_niceness,

@@ -134,6 +134,18 @@ fn smoke_run_reports_every_field_with_sane_values() {
     let p99 = number(&summary, "/submit_to_commit_ms/p99");
     assert!(0.0 < p50 && p50 <= p99, "latency {p50} {p99}");
     assert!(number(&summary, "/http_ms/p50") > 0.0);
+    // The chain's part of the latency: from the node's admission answer (the lab's view),
+    // and the nodes' own mempool histogram.
+    let admitted = number(&summary, "/accept_to_commit_ms/p50");
+    assert!(
+        0.0 < admitted && admitted <= p50,
+        "admitted→commit {admitted}"
+    );
+    assert!(number(&summary, "/mempool_wait_ms/p50") > 0.0);
+    assert!(
+        summary["control"].is_null(),
+        "no --control, no control window"
+    );
     assert!(number(&summary, "/cpu_us_per_tx_per_validator") > 0.0);
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 4, "four plots");
@@ -142,6 +154,43 @@ fn smoke_run_reports_every_field_with_sane_values() {
     let written: Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
     assert_eq!(written, summary);
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn gossip_flood_measures_a_control_window_without_the_flood() {
+    let out = out_dir("control");
+    let (_, summary) = bench(
+        &out,
+        &[
+            "--scenario",
+            "gossip-flood",
+            "--rate",
+            "100",
+            "--gossip-rate",
+            "2000",
+            "--control",
+            "3s",
+        ],
+    );
+    let control = &summary["control"];
+    assert!(control.is_object(), "no control window in {summary}");
+    assert_eq!(number(&summary, "/control/duration_s"), 3.0);
+    assert!(number(&summary, "/control/block_time_p50_ms") > 0.0);
+    assert!(number(&summary, "/control/tps_mean") > 0.0);
+    // The flood ran in the disturbed window only: the flooded validator's monitor (which
+    // starts with the flooder) saw the flood, and the run reports what was sent.
+    let facts = summary["facts"].to_string();
+    assert!(facts.contains("flood sent"), "{facts}");
+    assert!(
+        summary["notes"]
+            .to_string()
+            .contains("control window's block time"),
+        "halts are judged against the control: {}",
+        summary["notes"]
+    );
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Control: the same load without the disturbance"));
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -17,6 +17,8 @@ pub const GAUGE_EVERY_SAMPLES: u64 = 4;
 pub const SAMPLED_GAUGES: [&str; 2] = ["basalt_mempool_size", "basalt_queue_depth"];
 /// How often the follower asks for a new height when it is caught up.
 pub const FOLLOW_INTERVAL: Duration = Duration::from_millis(10);
+/// Most block requests the follower has in flight when it is behind the chain.
+pub const FOLLOW_AHEAD_MAX: u64 = 16;
 
 /// A committed block as the follower saw it.
 #[derive(Debug, Clone)]
@@ -38,6 +40,10 @@ pub struct HeightSample {
     pub at: Instant,
     /// Per validator, in endpoint order.
     pub heights: Vec<Option<u64>>,
+    /// How long the slowest validator took to answer, ms: a height read this late may be
+    /// that many milliseconds' worth of blocks apart from the others' for no fault of
+    /// the chain.
+    pub slowest_answer_ms: f64,
 }
 
 /// What the background collectors gathered.
@@ -83,6 +89,13 @@ async fn height_from_metrics(client: &reqwest::Client, endpoint: &str) -> Option
         .map(|value| value as u64)
 }
 
+impl Collected {
+    /// The blocks seen so far, in height order.
+    pub fn blocks(&self) -> Vec<Seen> {
+        self.blocks.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
 /// Block `height` from `endpoint`.
 pub async fn block(client: &reqwest::Client, endpoint: &str, height: u64) -> Option<BlockJson> {
     client
@@ -116,25 +129,41 @@ pub async fn follow(
     stop: Arc<AtomicBool>,
 ) {
     let mut next = height(&client, &endpoint).await.unwrap_or(0) + 1;
-    // Ask for the next block directly (no status polling): one request per block, plus
-    // one per interval while it does not exist yet.
+    // Ask for the next blocks directly (no status polling). At the chain's head one
+    // request at a time (plus one per interval while the next block does not exist yet);
+    // behind it — the node's RPC answers slower than blocks come, e.g. on a box a flood
+    // keeps busy — up to FOLLOW_AHEAD_MAX requests at once, or the follower would fall
+    // further behind every block and time its own lag as commit latency.
+    let mut ahead = 1u64;
     while !stop.load(Ordering::Relaxed) {
-        let Some(b) = block(&client, &endpoint, next).await else {
-            tokio::time::sleep(FOLLOW_INTERVAL).await;
-            continue;
-        };
+        let fetched = futures::future::join_all(
+            (next..next + ahead).map(|height| block(&client, &endpoint, height)),
+        )
+        .await;
         let observed = Instant::now();
-        tracker.committed_hashes(b.txs.iter().map(|t| &t.hash), observed);
-        let record = Seen {
-            height: b.header.height,
-            time_ms: b.header.time_ms,
-            observed,
-            txs: b.txs.len(),
-        };
-        if let Ok(mut blocks) = collected.blocks.lock() {
-            blocks.push(record);
+        let mut got = 0u64;
+        for b in fetched.into_iter().map_while(|b| b) {
+            tracker.committed_hashes(b.txs.iter().map(|t| &t.hash), observed);
+            let record = Seen {
+                height: b.header.height,
+                time_ms: b.header.time_ms,
+                observed,
+                txs: b.txs.len(),
+            };
+            if let Ok(mut blocks) = collected.blocks.lock() {
+                blocks.push(record);
+            }
+            got += 1;
         }
-        next += 1;
+        next += got;
+        if got == ahead {
+            ahead = (ahead * 2).min(FOLLOW_AHEAD_MAX);
+        } else {
+            ahead = 1;
+            if got == 0 {
+                tokio::time::sleep(FOLLOW_INTERVAL).await;
+            }
+        }
     }
 }
 
@@ -149,8 +178,13 @@ pub async fn sample(
     while !stop.load(Ordering::Relaxed) {
         let at = Instant::now();
         let heights = futures::future::join_all(endpoints.iter().map(|e| height(&client, e))).await;
+        let slowest_answer_ms = at.elapsed().as_secs_f64() * 1e3;
         if let Ok(mut samples) = collected.samples.lock() {
-            samples.push(HeightSample { at, heights });
+            samples.push(HeightSample {
+                at,
+                heights,
+                slowest_answer_ms,
+            });
         }
         if count.is_multiple_of(GAUGE_EVERY_SAMPLES) {
             let gauges: Vec<Scrape> = scrape_all(&client, &endpoints)
@@ -200,6 +234,15 @@ pub fn height_spread(samples: &[HeightSample], from: Instant, to: Instant) -> (u
         unreachable = unreachable.max(sample.heights.iter().filter(|h| h.is_none()).count() as u64);
     }
     (spread, unreachable)
+}
+
+/// The slowest answer to a height sample taken in `[from, to]`, ms.
+pub fn slowest_answer(samples: &[HeightSample], from: Instant, to: Instant) -> Option<f64> {
+    samples
+        .iter()
+        .filter(|s| s.at >= from && s.at <= to)
+        .map(|s| s.slowest_answer_ms)
+        .reduce(f64::max)
 }
 
 /// Largest value of each sampled gauge series in `[from, to]`, over every validator.
@@ -289,14 +332,17 @@ mod tests {
             HeightSample {
                 at: at(0),
                 heights: vec![Some(10), Some(10), Some(9)],
+                slowest_answer_ms: 0.0,
             },
             HeightSample {
                 at: at(250),
                 heights: vec![Some(20), None, Some(20)],
+                slowest_answer_ms: 0.0,
             },
             HeightSample {
                 at: at(500),
                 heights: vec![Some(31), None, Some(30)],
+                slowest_answer_ms: 0.0,
             },
         ];
         assert_eq!(height_spread(&samples, at(0), at(500)), (21, 1));

@@ -70,14 +70,17 @@ pub fn check_gates(summary: &Summary, gates: &Gates) -> Vec<String> {
         None => failures.push("completion not measured (nothing submitted)".into()),
         _ => {}
     }
-    if let (Some(idle), Some(load)) = (
-        summary.block_time_ms.idle_p50,
-        summary.block_time_ms.load_p50,
-    ) {
-        if idle > 0.0 && load / idle > gates.block_time_ratio_max {
+    // With a control window, the reference is the same load without the disturbance
+    // (what the disturbance must not move); otherwise the idle chain.
+    let (reference, name) = match summary.control.as_ref().and_then(|c| c.block_time_p50_ms) {
+        Some(control) => (Some(control), "the control window (same load, undisturbed)"),
+        None => (summary.block_time_ms.idle_p50, "idle"),
+    };
+    if let (Some(reference), Some(load)) = (reference, summary.block_time_ms.load_p50) {
+        if reference > 0.0 && load / reference > gates.block_time_ratio_max {
             failures.push(format!(
-                "block time under load {load:.1} ms is {:.2}× idle {idle:.1} ms (max {})",
-                load / idle,
+                "block time under load {load:.1} ms is {:.2}× {name} {reference:.1} ms (max {})",
+                load / reference,
                 gates.block_time_ratio_max
             ));
         }
@@ -311,6 +314,28 @@ mod tests {
             state_roots_agree: Some(true),
             ..Summary::default()
         }
+    }
+
+    #[test]
+    fn a_control_window_is_the_block_time_reference() {
+        let gates = Gates::default();
+        let mut summary = passing();
+        summary.block_time_ms.load_p50 = Some(40.0);
+        assert_eq!(check_gates(&summary, &gates).len(), 1, "40 ms is 2.7× idle");
+        summary.control = Some(crate::summary::Control {
+            block_time_p50_ms: Some(38.0),
+            ..Default::default()
+        });
+        assert!(
+            check_gates(&summary, &gates).is_empty(),
+            "40 ms is 1.05× the control"
+        );
+        summary.block_time_ms.load_p50 = Some(42.0);
+        let failures = check_gates(&summary, &gates);
+        assert!(
+            failures.len() == 1 && failures[0].contains("control window"),
+            "{failures:?}"
+        );
     }
 
     #[test]

@@ -44,7 +44,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use summary::{FirstStage, NodeQueues, Ramp, RampStep, Second};
+use summary::{Control, FirstStage, NodeQueues, Ramp, RampStep, Second};
 use tracker::{OpState, Tracker, FOLLOW_UP_BASE};
 
 /// After the load stops, how long pending operations may still commit.
@@ -57,6 +57,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 pub const HALT_GAP_MIN_MS: f64 = 100.0;
 /// Histogram of precommit latency in the nodes' metrics.
 pub const PRECOMMIT_METRIC: &str = "basalt_consensus_precommit_latency_seconds";
+/// Histogram of transactions' wait in a validator's mempool.
+pub const MEMPOOL_WAIT_METRIC: &str = "basalt_mempool_wait_seconds";
 /// Counter of transactions committed.
 pub const COMMITTED_METRIC: &str = "basalt_consensus_committed_txs_total";
 /// Counter of heights decided above round 0.
@@ -113,6 +115,9 @@ pub struct BenchConfig {
     pub warmup: Duration,
     /// Idle phase before the load.
     pub idle: Duration,
+    /// A control window of this length (after a warm-up) before the load: the same load
+    /// with the scenario's disturbance held back (zero: none).
+    pub control: Duration,
     /// Concurrent users of flood scenarios.
     pub flood_concurrency: usize,
     /// Consensus gossip messages per second of the gossip-flood scenario's flooder.
@@ -278,10 +283,13 @@ pub async fn run(config: &BenchConfig, progress: &Progress) -> Result<Outcome> {
             vec![url]
         }
     };
-    // With all load on validator 0, follow the chain from another one.
-    let follow_from = match target {
-        Target::Single => validators.last().cloned().unwrap_or(first.clone()),
-        _ => first.clone(),
+    // With all load (or a gossip flood) on validator 0, follow the chain from another one:
+    // the follower times commits, and asks for every block; a flooded validator's RPC
+    // answers late, which would time the flooded node's RPC instead of the chain.
+    let follow_from = if target == Target::Single || config.scenario == ScenarioKind::GossipFlood {
+        validators.last().cloned().unwrap_or(first.clone())
+    } else {
+        first.clone()
     };
     let chain_id = chain_id(&http, &first).await?;
     let tracker = Arc::new(Tracker::new());
@@ -307,19 +315,35 @@ pub async fn run(config: &BenchConfig, progress: &Progress) -> Result<Outcome> {
     let workload = scenario::build(config.scenario, &ctx).await?;
     let collected = Arc::new(Collected::default());
     let stop = Arc::new(AtomicBool::new(false));
-    let follower = tokio::spawn(collect::follow(
-        http.clone(),
-        follow_from,
-        collected.clone(),
-        tracker.clone(),
-        stop.clone(),
-    ));
-    let sampler = tokio::spawn(collect::sample(
-        http.clone(),
-        validators.clone(),
-        collected.clone(),
-        stop.clone(),
-    ));
+    // The follower times commits and the sampler reads heights: each on a thread and
+    // runtime of its own, with its own connections, so that what else the lab runs (the
+    // generator, gossip-flood's flooder at ~0.9 of a core) cannot delay them and have
+    // its own lag measured as the chain's.
+    let measure_http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let follower = {
+        let (http, collected, tracker, stop) = (
+            measure_http.clone(),
+            collected.clone(),
+            tracker.clone(),
+            stop.clone(),
+        );
+        isolated("lab-follower", move || {
+            collect::follow(http, follow_from, collected, tracker, stop)
+        })
+    };
+    let sampler = {
+        let (http, validators, collected, stop) = (
+            measure_http,
+            validators.clone(),
+            collected.clone(),
+            stop.clone(),
+        );
+        isolated("lab-sampler", move || {
+            collect::sample(http, validators, collected, stop)
+        })
+    };
     let mut config = config.clone();
     config.target = target;
     let env = Env {
@@ -345,6 +369,34 @@ pub async fn run(config: &BenchConfig, progress: &Progress) -> Result<Outcome> {
     result
 }
 
+/// Run the future `make` returns on a new thread with a current-thread runtime of its own;
+/// the handle resolves when it ends.
+fn isolated<F, Fut>(name: &'static str, make: F) -> tokio::task::JoinHandle<()>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let (done, finished) = tokio::sync::oneshot::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(make()),
+                Err(e) => tracing::warn!("{name}: no runtime: {e}"),
+            }
+            let _ = done.send(());
+        });
+    if let Err(e) = &spawned {
+        tracing::warn!("{name}: no thread: {e}");
+    }
+    tokio::spawn(async move {
+        let _ = finished.await;
+    })
+}
+
 async fn phases(
     env: &Env,
     devnet: Option<Arc<Mutex<devnet::Devnet>>>,
@@ -357,12 +409,7 @@ async fn phases(
     tokio::time::sleep(config.idle).await;
     let idle_end = Instant::now();
     let idle_end_scrapes = scrape_all(&env.http, &env.validators).await;
-    let blocks = env
-        .collected
-        .blocks
-        .lock()
-        .map(|b| b.clone())
-        .unwrap_or_default();
+    let blocks = env.collected.blocks();
     let flooded_scrapes = |s: &[Scrape]| -> Vec<Scrape> {
         env.flooded
             .and_then(|i| s.get(i).cloned())
@@ -389,11 +436,13 @@ async fn phases(
             tracing::warn!(stopped, "bench: stopped validator 1 (--stop-validator-at)");
         });
     }
+    let (control, first_op) = control(env, &idle, progress).await?;
     let length = config.warmup + config.duration;
     let (summary, last_window) = match &config.ramp {
         None => {
             progress.phase("load phase");
-            let window = window(env, config.model, 0, length, config.drain, progress).await?;
+            let window =
+                window(env, config.model, first_op, length, config.drain, progress).await?;
             progress.phase("collecting");
             env.workload
                 .finish(Instant::now() + Duration::from_secs(5))
@@ -404,6 +453,9 @@ async fn phases(
         Some(rates) => ramp(env, rates, &idle, progress).await?,
     };
     let mut summary = summary;
+    if let Some(control) = control {
+        with_control(env, &mut summary, control, &last_window);
+    }
     explain_nulls(&mut summary);
     summary.state_roots_agree = collect::state_roots_agree(&env.http, &env.validators).await;
     if summary.state_roots_agree.is_none() {
@@ -413,6 +465,64 @@ async fn phases(
     }
     let series = series(env, &idle, &last_window, Instant::now());
     Ok(Outcome { summary, series })
+}
+
+/// The control window (`--control`): the load with the scenario's disturbance held back,
+/// right before the disturbed window. Returns its summary and the first operation of the
+/// next window.
+async fn control(env: &Env, idle: &Idle, progress: &Progress) -> Result<(Option<Control>, u64)> {
+    let config = &env.config;
+    if config.control.is_zero() || config.ramp.is_some() || !env.workload.hold_back(true) {
+        return Ok((None, 0));
+    }
+    progress.phase("control phase (disturbance held back)");
+    let length = config.warmup + config.control;
+    let w = window(env, config.model, 0, length, RAMP_STEP_DRAIN, progress).await?;
+    env.workload.hold_back(false);
+    let s = summarize(env, &w, idle).await;
+    let control = Control {
+        duration_s: s.duration_s,
+        tps_mean: s.tps_mean,
+        submit_to_commit_p50_ms: s.submit_to_commit_ms.p50,
+        submit_to_commit_p99_ms: s.submit_to_commit_ms.p99,
+        accept_to_commit_p50_ms: s.accept_to_commit_ms.p50,
+        mempool_wait_p50_ms: s.mempool_wait_ms.p50,
+        mempool_wait_p99_ms: s.mempool_wait_ms.p99,
+        block_time_p50_ms: s.block_time_ms.load_p50,
+        block_time_p99_ms: s.block_time_ms.load_p99,
+        precommit_p50_ms: s.precommit_ms.load_p50,
+        precommit_p99_ms: s.precommit_ms.load_p99,
+        flooded_precommit_p99_ms: s.flooded_precommit_ms.and_then(|p| p.load_p99),
+        cpu_us_per_tx_per_validator: s.cpu_us_per_tx_per_validator,
+        chain_halts: s.chain_halts,
+    };
+    Ok((Some(control), config.model.expected_ops(length)))
+}
+
+/// Attach the control to the disturbed window's summary. A halt is then a gap longer than
+/// the halt factor × the control's block time (the chain's block time under this same
+/// load), not the idle one's: an idle chain at commit wait 0 makes empty blocks in a
+/// fraction of the time a loaded block takes.
+fn with_control(env: &Env, summary: &mut Summary, control: Control, w: &Window) {
+    if let Some(controlled) = control.block_time_p50_ms {
+        let blocks = env.collected.blocks();
+        let reference = summary
+            .block_time_ms
+            .idle_p50
+            .map_or(controlled, |idle| idle.max(controlled));
+        summary.chain_halts = halts(&blocks, Some(reference), env.config.gates.halt_factor, w);
+        summary.notes.push(format!(
+            "chain_halts: gaps over {} × {reference:.1} ms, the control window's block time \
+             p50 (idle: {:.1} ms)",
+            env.config.gates.halt_factor,
+            summary.block_time_ms.idle_p50.unwrap_or(0.0),
+        ));
+    } else {
+        summary
+            .notes
+            .push("control: no block time in the control window; halts use the idle one".into());
+    }
+    summary.control = Some(control);
 }
 
 async fn ramp(
@@ -562,6 +672,8 @@ struct OpCounts {
     sys_errors: u64,
     rejections: BTreeMap<String, u64>,
     latencies: Vec<f64>,
+    /// Admission answer → commit.
+    chain_latencies: Vec<f64>,
     first_stage: Vec<f64>,
     /// Committed operations per second of the window, by commit time.
     per_second: HashMap<u64, f64>,
@@ -597,6 +709,10 @@ fn count_ops(tracker: &Tracker, w: &Window) -> OpCounts {
                 c.committed += 1;
                 c.latencies
                     .push(at.saturating_duration_since(record.scheduled).as_secs_f64() * 1e3);
+                if let Some(accepted) = record.accepted {
+                    c.chain_latencies
+                        .push(at.saturating_duration_since(accepted).as_secs_f64() * 1e3);
+                }
             }
             OpState::TimedOut | OpState::Accepted | OpState::Sent => c.timeouts += 1,
             OpState::Shed => c.shed += 1,
@@ -618,12 +734,7 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
         .map(|s| c.per_second.get(&s).copied().unwrap_or(0.0))
         .collect();
     let (tps_mean, tps_cv) = mean_cv(&tps);
-    let blocks = env
-        .collected
-        .blocks
-        .lock()
-        .map(|b| b.clone())
-        .unwrap_or_default();
+    let blocks = env.collected.blocks();
     let mut idle_blocks = idle.block_ms.clone();
     let mut load_blocks = block_intervals(&blocks, w.measure_from, w.load_end);
     let idle_p50 = percentile(&mut idle_blocks, 0.5);
@@ -718,9 +829,21 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
         },
         precommit_ms: idle_load(&idle.precommit, &load_precommit),
         submit_to_commit_ms: Percentiles::of(&mut c.latencies),
+        accept_to_commit_ms: Percentiles::of(&mut c.chain_latencies),
+        mempool_wait_ms: {
+            let after: Vec<&Scrape> = w.at_end.scrapes.iter().collect();
+            let before: Vec<&Scrape> = w.at_measure.scrapes.iter().collect();
+            let buckets = bucket_delta(&after, &before, MEMPOOL_WAIT_METRIC);
+            Percentiles {
+                p50: ms(bucket_quantile(&buckets, 0.5)),
+                p95: ms(bucket_quantile(&buckets, 0.95)),
+                p99: ms(bucket_quantile(&buckets, 0.99)),
+            }
+        },
         http_ms: Percentiles::of(&mut http),
         round_escalations: escalations,
         height_spread_max: spread,
+        height_sample_slowest_ms: collect::slowest_answer(&samples, w.load_start, w.drained),
         validators_unreachable_max: unreachable,
         chain_halts,
         state_roots_agree: None,
@@ -737,6 +860,10 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
         }),
         facts: env.workload.facts(),
         ramp: None,
+        control: None,
+        block_gap_max_ms: block_intervals(&blocks, w.measure_from, w.drained)
+            .into_iter()
+            .reduce(f64::max),
         gate_failures: Vec::new(),
         notes,
     }
@@ -880,12 +1007,7 @@ fn series(env: &Env, idle: &Idle, w: &Window, end: Instant) -> Series {
         s.latency_p50_ms = percentile(l, 0.5);
         s.latency_p99_ms = percentile(l, 0.99);
     }
-    let blocks = env
-        .collected
-        .blocks
-        .lock()
-        .map(|b| b.clone())
-        .unwrap_or_default();
+    let blocks = env.collected.blocks();
     let mut intervals: Vec<Vec<f64>> = vec![Vec::new(); seconds.len()];
     for pair in blocks.windows(2) {
         if let [a, b] = pair {

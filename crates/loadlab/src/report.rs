@@ -69,6 +69,92 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
         f(blocks_per_s(s.block_time_ms.idle_p50)),
         f(blocks_per_s(s.block_time_ms.load_p50))
     );
+    if let Some(c) = &s.control {
+        let ratio = |load: Option<f64>, control: Option<f64>| match (load, control) {
+            (Some(l), Some(c)) if c > 0.0 => format!("{:.2}×", l / c),
+            _ => "n/a".into(),
+        };
+        let flooded_p99 = s.flooded_precommit_ms.as_ref().and_then(|p| p.load_p99);
+        let _ = writeln!(
+            out,
+            "\n## Control: the same load without the disturbance\n\n\
+             {:.0} s measured right before the disturbed window.\n\n\
+             | metric | control | disturbed | ratio |\n|---|---|---|---|",
+            c.duration_s
+        );
+        let rows = [
+            (
+                "Block time p50 (ms)",
+                c.block_time_p50_ms,
+                s.block_time_ms.load_p50,
+            ),
+            (
+                "Block time p99 (ms)",
+                c.block_time_p99_ms,
+                s.block_time_ms.load_p99,
+            ),
+            (
+                "Precommit p50 (ms)",
+                c.precommit_p50_ms,
+                s.precommit_ms.load_p50,
+            ),
+            (
+                "Precommit p99 (ms)",
+                c.precommit_p99_ms,
+                s.precommit_ms.load_p99,
+            ),
+            (
+                "Precommit p99 of the loaded validator (ms)",
+                c.flooded_precommit_p99_ms,
+                flooded_p99,
+            ),
+            ("TPS mean", c.tps_mean, s.tps_mean),
+            (
+                "Submit→commit p50 (ms)",
+                c.submit_to_commit_p50_ms,
+                s.submit_to_commit_ms.p50,
+            ),
+            (
+                "Submit→commit p99 (ms)",
+                c.submit_to_commit_p99_ms,
+                s.submit_to_commit_ms.p99,
+            ),
+            (
+                "Admitted→commit p50 (ms)",
+                c.accept_to_commit_p50_ms,
+                s.accept_to_commit_ms.p50,
+            ),
+            (
+                "Mempool wait p50, nodes' histogram (ms)",
+                c.mempool_wait_p50_ms,
+                s.mempool_wait_ms.p50,
+            ),
+            (
+                "Mempool wait p99, nodes' histogram (ms)",
+                c.mempool_wait_p99_ms,
+                s.mempool_wait_ms.p99,
+            ),
+            (
+                "CPU µs per op per validator",
+                c.cpu_us_per_tx_per_validator,
+                s.cpu_us_per_tx_per_validator,
+            ),
+            (
+                "Chain halts",
+                Some(c.chain_halts as f64),
+                Some(s.chain_halts as f64),
+            ),
+        ];
+        for (name, control, load) in rows {
+            let _ = writeln!(
+                out,
+                "| {name} | {} | {} | {} |",
+                f(control),
+                f(load),
+                ratio(load, control)
+            );
+        }
+    }
     out.push_str("\n## Load-test report\n\n| | |\n|---|---|\n");
     let _ = writeln!(
         out,
@@ -77,9 +163,13 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
          | Rejections | {} |\n| SysErr | {} |\n| TPS mean / CV | {} / {} |\n\
          | Transactions committed per the nodes' counter | {} |\n\
          | Submit→commit p50 / p95 / p99 (ms) | {} / {} / {} |\n\
+         | Admitted→commit p50 / p95 / p99 (ms) | {} / {} / {} |\n\
+         | Mempool wait p50 / p95 / p99, nodes' histogram (ms) | {} / {} / {} |\n\
          | HTTP p50 / p95 / p99 (ms) | {} / {} / {} |\n\
          | Round escalations | {} |\n| Validator height spread max (blocks) | {} |\n\
+         | Slowest answer to a height sample (ms) | {} |\n\
          | Validators unreachable (max in one sample) | {} |\n| Chain halts | {} |\n\
+         | Longest gap between blocks (ms) | {} |\n\
          | State roots agree | {} |\n| CPU µs per op per validator | {} |",
         s.offered_rate,
         s.submitted,
@@ -104,13 +194,21 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
         f(s.submit_to_commit_ms.p50),
         f(s.submit_to_commit_ms.p95),
         f(s.submit_to_commit_ms.p99),
+        f(s.accept_to_commit_ms.p50),
+        f(s.accept_to_commit_ms.p95),
+        f(s.accept_to_commit_ms.p99),
+        f(s.mempool_wait_ms.p50),
+        f(s.mempool_wait_ms.p95),
+        f(s.mempool_wait_ms.p99),
         f(s.http_ms.p50),
         f(s.http_ms.p95),
         f(s.http_ms.p99),
         s.round_escalations.map_or("n/a".into(), |e| e.to_string()),
         s.height_spread_max,
+        f(s.height_sample_slowest_ms),
         s.validators_unreachable_max,
         s.chain_halts,
+        f(s.block_gap_max_ms),
         s.state_roots_agree.map_or("n/a".into(), |a| a.to_string()),
         f(s.cpu_us_per_tx_per_validator),
     );

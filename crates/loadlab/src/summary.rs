@@ -101,6 +101,42 @@ pub struct Ramp {
     pub step_duration_s: f64,
 }
 
+/// The same offered load without the scenario's disturbance (gossip-flood: transfers, no
+/// flood), measured in a window of its own right before the disturbed one: the control of
+/// the experiment. (Not to be confused with `--baseline`, a previous run's summary.)
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Control {
+    /// Measured duration, s.
+    pub duration_s: f64,
+    /// Mean committed operations per second.
+    pub tps_mean: Option<f64>,
+    /// Scheduled → seen committed, p50 and p99, ms.
+    pub submit_to_commit_p50_ms: Option<f64>,
+    /// See `submit_to_commit_p50_ms`.
+    pub submit_to_commit_p99_ms: Option<f64>,
+    /// Admission answer → seen committed, p50, ms.
+    pub accept_to_commit_p50_ms: Option<f64>,
+    /// The nodes' mempool wait, p50 and p99, ms.
+    pub mempool_wait_p50_ms: Option<f64>,
+    /// See `mempool_wait_p50_ms`.
+    pub mempool_wait_p99_ms: Option<f64>,
+    /// Block interval p50, ms.
+    pub block_time_p50_ms: Option<f64>,
+    /// Block interval p99, ms.
+    pub block_time_p99_ms: Option<f64>,
+    /// Precommit latency of every validator, p50 and p99, ms.
+    pub precommit_p50_ms: Option<f64>,
+    /// See `precommit_p50_ms`.
+    pub precommit_p99_ms: Option<f64>,
+    /// The loaded (flooded) validator's own precommit latency p99, ms.
+    pub flooded_precommit_p99_ms: Option<f64>,
+    /// Validator CPU time per committed operation, µs.
+    pub cpu_us_per_tx_per_validator: Option<f64>,
+    /// Chain halts during the baseline (gaps over the halt factor × the idle block time).
+    pub chain_halts: u64,
+}
+
 /// The run's summary.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -149,16 +185,28 @@ pub struct Summary {
     pub precommit_ms: IdleLoad,
     /// Scheduled send → seen committed, ms.
     pub submit_to_commit_ms: Percentiles,
+    /// A node's admission answer → seen committed, ms: the chain's part of
+    /// `submit_to_commit_ms` (without the generator's own lag and the HTTP round trip).
+    pub accept_to_commit_ms: Percentiles,
+    /// The nodes' own view of the same: admission into a validator's mempool → executed in
+    /// a committed block, from every validator's histogram (a transaction counts at each
+    /// validator, from its arrival there), p50 / p95 / p99 in ms.
+    pub mempool_wait_ms: Percentiles,
     /// HTTP latency of submissions, ms.
     pub http_ms: Percentiles,
     /// Heights decided in a round above 0 during the window (max over validators).
     pub round_escalations: Option<u64>,
     /// Largest difference between validators' heights seen during the load.
     pub height_spread_max: u64,
+    /// The slowest answer to a height sample during the load, ms: heights read this late
+    /// can differ by that long's worth of blocks without any validator lagging.
+    pub height_sample_slowest_ms: Option<f64>,
     /// Most validators that did not answer one height sample.
     pub validators_unreachable_max: u64,
     /// Gaps between blocks longer than the halt factor × the idle block time.
     pub chain_halts: u64,
+    /// Longest gap between consecutive blocks from the measured start to the drain, ms.
+    pub block_gap_max_ms: Option<f64>,
     /// Every answering validator has the same block id and state root at a common height.
     pub state_roots_agree: Option<bool>,
     /// Validator CPU time per committed operation, averaged over validators, µs.
@@ -175,6 +223,9 @@ pub struct Summary {
     pub facts: Vec<(String, String)>,
     /// The ramp, when the run was one.
     pub ramp: Option<Ramp>,
+    /// The same load without the scenario's disturbance, measured just before it
+    /// (`--control`): what the disturbance itself costs, apart from what the load costs.
+    pub control: Option<Control>,
     /// Gates that broke (filled in by the caller that checks them).
     pub gate_failures: Vec<String>,
     /// Why a field is null, and other caveats.

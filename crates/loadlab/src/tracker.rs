@@ -52,6 +52,8 @@ pub struct OpRecord {
     pub scheduled: Instant,
     /// When its first stage committed, for two-stage operations (a task's create).
     pub first_stage: Option<Instant>,
+    /// When a node answered that it admitted it.
+    pub accepted: Option<Instant>,
     /// Where it is.
     pub state: OpState,
 }
@@ -115,6 +117,7 @@ impl Tracker {
         self.lock().ops.entry(op).or_insert(OpRecord {
             scheduled,
             first_stage: None,
+            accepted: None,
             state: OpState::Sent,
         });
     }
@@ -132,6 +135,7 @@ impl Tracker {
         if let Some(record) = inner.ops.get_mut(&op) {
             if record.state == OpState::Sent {
                 record.state = OpState::Accepted;
+                record.accepted = Some(Instant::now());
             }
         }
     }

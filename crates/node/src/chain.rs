@@ -88,8 +88,11 @@ pub fn apply(
     let hashes: Vec<Hash> = outcome.receipts.iter().map(|r| r.tx_hash).collect();
     {
         let mut pool = shared.mempool();
-        pool.remove_committed(&hashes, |sender| app.account(sender).nonce);
+        let waits = pool.remove_committed(&hashes, |sender| app.account(sender).nonce);
         shared.mempool_gauges(&pool);
+        for wait in waits {
+            shared.metrics.mempool_wait.observe(wait.as_secs_f64());
+        }
     }
     // The block is decided (final) and executed: consensus may build on it while it is
     // persisted. Account state is served from here on; blocks, receipts and events only

@@ -47,6 +47,7 @@ struct Entry {
     tx: SignedTx,
     bytes: usize,
     sequence: u64,
+    admitted: std::time::Instant,
 }
 
 /// The pool.
@@ -133,6 +134,7 @@ impl Mempool {
                 tx,
                 bytes,
                 sequence,
+                admitted: std::time::Instant::now(),
             },
         );
         self.remember(hash);
@@ -208,12 +210,19 @@ impl Mempool {
     }
 
     /// Remove committed transactions, and every pending transaction whose nonce is now
-    /// below its sender's committed nonce.
-    pub fn remove_committed(&mut self, committed: &[Hash], nonce_of: impl Fn(&PublicKey) -> u64) {
+    /// below its sender's committed nonce. Returns how long each committed transaction
+    /// this pool held had waited since its admission.
+    pub fn remove_committed(
+        &mut self,
+        committed: &[Hash],
+        nonce_of: impl Fn(&PublicKey) -> u64,
+    ) -> Vec<std::time::Duration> {
         let mut senders = HashSet::new();
+        let mut waits = Vec::with_capacity(committed.len());
         for hash in committed {
             if let Some(entry) = self.entries.get(hash) {
                 senders.insert(entry.tx.body.sender);
+                waits.push(entry.admitted.elapsed());
             }
             self.remove(hash);
             self.remember(*hash);
@@ -229,6 +238,7 @@ impl Mempool {
                 self.remove(&hash);
             }
         }
+        waits
     }
 
     fn remove(&mut self, hash: &Hash) {
@@ -315,7 +325,12 @@ mod tests {
         let reaped: Vec<u64> = pool.reap(|_| 0).iter().map(|t| t.body.nonce).collect();
         assert_eq!(reaped, vec![0, 1, 2]);
         let committed: Vec<Hash> = pool.reap(|_| 0).iter().map(SignedTx::hash).collect();
-        pool.remove_committed(&committed[..2], |_| 3);
+        let waits = pool.remove_committed(&committed[..2], |_| 3);
+        assert_eq!(
+            waits.len(),
+            2,
+            "one wait per committed transaction the pool held"
+        );
         assert_eq!(pool.len(), 1, "nonce 2 stale after commit up to 3; 4 stays");
         let (t, h, b) = tx(&a, 0);
         assert_eq!(pool.insert(t, h, b, 0), Err(MempoolRejection::Duplicate));

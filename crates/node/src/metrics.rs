@@ -65,6 +65,8 @@ pub struct Metrics {
     pub execute_duration: Histogram,
     /// Time to persist a block.
     pub persist_duration: Histogram,
+    /// Admission into this node's mempool → executed in a committed block.
+    pub mempool_wait: Histogram,
     /// Signatures verified by the pool, by kind.
     pub signatures_verified: Family<Labels, Counter>,
     /// Gossip messages that failed decoding or checks, by topic.
@@ -124,6 +126,7 @@ impl Metrics {
             synced_blocks: Counter::default(),
             execute_duration: latency_histogram(),
             persist_duration: latency_histogram(),
+            mempool_wait: latency_histogram(),
             signatures_verified: Family::default(),
             gossip_invalid: Family::default(),
             pending_buffered: Family::default(),
@@ -238,6 +241,11 @@ impl Metrics {
             "chain_execute_duration_seconds",
             "Time to execute a block",
             m.execute_duration,
+        );
+        registry.register(
+            "mempool_wait_seconds",
+            "Admission into this node's mempool to execution in a committed block",
+            m.mempool_wait,
         );
         registry.register(
             "chain_persist_duration_seconds",

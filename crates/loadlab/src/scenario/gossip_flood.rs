@@ -38,6 +38,8 @@ pub struct GossipFlood {
     monitor: Mutex<Option<JoinHandle<Vec<Scrape>>>>,
     report: Mutex<Option<Result<FloodReport, String>>>,
     scrapes: Mutex<Vec<Scrape>>,
+    /// The flood is held back (a `--control` window runs the transfers alone).
+    held: AtomicBool,
 }
 
 /// Read validator 0's metrics every [`MONITOR_INTERVAL`] until `stop`.
@@ -321,6 +323,7 @@ impl GossipFlood {
             flooder: Mutex::new(None),
             report: Mutex::new(None),
             niceness: settings.niceness,
+            held: AtomicBool::new(false),
         })
     }
 
@@ -390,7 +393,9 @@ impl Workload for GossipFlood {
     }
 
     fn send(self: Arc<Self>, ops: Range<u64>) -> BoxFuture<'static, ()> {
-        self.start_flooder();
+        if !self.held.load(Ordering::Relaxed) {
+            self.start_flooder();
+        }
         Arc::clone(&self.transfers).send(ops)
     }
 
@@ -463,6 +468,11 @@ impl Workload for GossipFlood {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         facts.extend(flooded_facts(&scrapes));
         facts
+    }
+
+    fn hold_back(&self, held: bool) -> bool {
+        self.held.store(held, Ordering::Relaxed);
+        true
     }
 
     fn finish(&self, deadline: Instant) -> BoxFuture<'_, ()> {

@@ -223,6 +223,13 @@ pub trait Workload: Send + Sync {
         Vec::new()
     }
 
+    /// Hold back (`true`) or release the scenario's disturbance — gossip-flood's flood —
+    /// so the same load can be measured without it (`--control`). `false`: the scenario
+    /// has no disturbance apart from its load.
+    fn hold_back(&self, _held: bool) -> bool {
+        false
+    }
+
     /// Stop background work (submitters) and let in-flight operations end by `deadline`.
     fn finish(&self, _deadline: std::time::Instant) -> BoxFuture<'_, ()> {
         Box::pin(async {})

@@ -38,7 +38,7 @@ pub use summary::{IdleLoad, Percentiles, Series, Summary};
 
 use anyhow::{bail, Context, Result};
 use collect::{block_intervals, height_spread, scrape_all, Collected};
-use stats::{bucket_delta, bucket_quantile, mean_cv, percentile, total, Scrape};
+use stats::{bucket_delta, bucket_delta_of, bucket_quantile, mean_cv, percentile, total, Scrape};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -57,6 +57,8 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 pub const HALT_GAP_MIN_MS: f64 = 100.0;
 /// Histogram of precommit latency in the nodes' metrics.
 pub const PRECOMMIT_METRIC: &str = "basalt_consensus_precommit_latency_seconds";
+/// Histogram of the time spent in each consensus step (label `step`).
+pub const STEP_METRIC: &str = "basalt_consensus_step_duration_seconds";
 /// Histogram of transactions' wait in a validator's mempool.
 pub const MEMPOOL_WAIT_METRIC: &str = "basalt_mempool_wait_seconds";
 /// Counter of transactions committed.
@@ -157,6 +159,8 @@ struct Env {
 /// The idle phase's measurements.
 struct Idle {
     start: Instant,
+    /// Every validator's metrics at the start and the end of the idle phase.
+    scrapes: (Vec<Scrape>, Vec<Scrape>),
     block_ms: Vec<f64>,
     precommit: Vec<(f64, f64)>,
     flooded_precommit: Vec<(f64, f64)>,
@@ -418,6 +422,7 @@ async fn phases(
     };
     let idle = Idle {
         start: idle_start,
+        scrapes: (idle_scrapes.clone(), idle_end_scrapes.clone()),
         block_ms: block_intervals(&blocks, idle_start, idle_end),
         precommit: delta(&idle_end_scrapes, &idle_scrapes),
         flooded_precommit: delta(
@@ -649,6 +654,25 @@ fn delta(after: &[Scrape], before: &[Scrape]) -> Vec<(f64, f64)> {
     bucket_delta(&after, &before, PRECOMMIT_METRIC)
 }
 
+/// Time in each consensus step, idle and under load, from every validator's histogram.
+fn steps(idle: &Idle, w: &Window) -> BTreeMap<String, IdleLoad> {
+    fn refs(s: &[Scrape]) -> Vec<&Scrape> {
+        s.iter().collect()
+    }
+    ["propose", "prevote", "precommit", "commit"]
+        .into_iter()
+        .map(|step| {
+            let label = format!("step=\"{step}\"");
+            let delta = |after: &[Scrape], before: &[Scrape]| {
+                bucket_delta_of(&refs(after), &refs(before), STEP_METRIC, &label)
+            };
+            let idle = delta(&idle.scrapes.1, &idle.scrapes.0);
+            let load = delta(&w.at_end.scrapes, &w.at_measure.scrapes);
+            (step.to_owned(), idle_load(&idle, &load))
+        })
+        .collect()
+}
+
 fn ms(seconds: Option<f64>) -> Option<f64> {
     seconds.map(|s| s * 1000.0)
 }
@@ -828,6 +852,7 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
             load_p99: percentile(&mut load_blocks, 0.99),
         },
         precommit_ms: idle_load(&idle.precommit, &load_precommit),
+        steps_ms: steps(idle, w),
         submit_to_commit_ms: Percentiles::of(&mut c.latencies),
         accept_to_commit_ms: Percentiles::of(&mut c.chain_latencies),
         mempool_wait_ms: {

@@ -69,6 +69,26 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
         f(blocks_per_s(s.block_time_ms.idle_p50)),
         f(blocks_per_s(s.block_time_ms.load_p50))
     );
+    if s.steps_ms
+        .values()
+        .any(|v| v.idle_p50.is_some() || v.load_p50.is_some())
+    {
+        out.push_str(
+            "\n## Where block time goes: consensus steps, every validator (ms)\n\n\
+             The commit step includes the commit wait.\n\n\
+             | step | idle p50 | load p50 | idle p99 | load p99 |\n|---|---|---|---|---|\n",
+        );
+        for (step, v) in &s.steps_ms {
+            let _ = writeln!(
+                out,
+                "| {step} | {} | {} | {} | {} |",
+                f(v.idle_p50),
+                f(v.load_p50),
+                f(v.idle_p99),
+                f(v.load_p99)
+            );
+        }
+    }
     if let Some(c) = &s.control {
         let ratio = |load: Option<f64>, control: Option<f64>| match (load, control) {
             (Some(l), Some(c)) if c > 0.0 => format!("{:.2}×", l / c),

@@ -49,14 +49,38 @@ pub fn total(scrape: &Scrape, name: &str) -> f64 {
 /// Cumulative histogram buckets of `name` (upper bound → count), merged over scrapes
 /// `after - before` (the observations between two scrapes).
 pub fn bucket_delta(after: &[&Scrape], before: &[&Scrape], name: &str) -> Vec<(f64, f64)> {
+    bucket_delta_of(after, before, name, "")
+}
+
+/// [`bucket_delta`] of the series of histogram `name` whose labels include `label` (e.g.
+/// `step="commit"`; empty: the unlabelled histogram).
+pub fn bucket_delta_of(
+    after: &[&Scrape],
+    before: &[&Scrape],
+    name: &str,
+    label: &str,
+) -> Vec<(f64, f64)> {
     let mut buckets: HashMap<String, f64> = HashMap::new();
-    let prefix = format!("{name}_bucket{{le=\"");
+    let prefix = format!("{name}_bucket{{");
     for (scrapes, sign) in [(after, 1.0), (before, -1.0)] {
         for scrape in scrapes {
             for (series, value) in scrape.iter() {
-                if let Some(rest) = series.strip_prefix(&prefix) {
-                    let bound = rest.trim_end_matches("\"}").to_owned();
-                    *buckets.entry(bound).or_insert(0.0) += sign * value;
+                let Some(labels) = series.strip_prefix(&prefix) else {
+                    continue;
+                };
+                // Label values here hold no commas: `k="v"` pairs, `le` anywhere.
+                let (mut bound, mut others) = (None, Vec::new());
+                for pair in labels.trim_end_matches('}').split(',') {
+                    match pair.strip_prefix("le=\"") {
+                        Some(le) => bound = Some(le.trim_end_matches('"')),
+                        None => others.push(pair),
+                    }
+                }
+                match bound {
+                    Some(bound) if others.join(",") == label => {
+                        *buckets.entry(bound.to_owned()).or_insert(0.0) += sign * value;
+                    }
+                    _ => {}
                 }
             }
         }
@@ -105,6 +129,24 @@ pub fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labelled_histogram_buckets_are_picked_by_label() {
+        let scrape = parse(
+            "h_bucket{step=\"propose\",le=\"0.01\"} 3\n\
+             h_bucket{step=\"propose\",le=\"+Inf\"} 4\n\
+             h_bucket{le=\"0.01\",step=\"commit\"} 7\n\
+             h_bucket{le=\"+Inf\",step=\"commit\"} 9\n\
+             g_bucket{le=\"0.01\"} 5\n",
+        );
+        let empty = Scrape::new();
+        let propose = bucket_delta_of(&[&scrape], &[&empty], "h", "step=\"propose\"");
+        assert_eq!(propose, vec![(0.01, 3.0), (f64::INFINITY, 4.0)]);
+        let commit = bucket_delta_of(&[&scrape], &[&empty], "h", "step=\"commit\"");
+        assert_eq!(commit, vec![(0.01, 7.0), (f64::INFINITY, 9.0)]);
+        assert_eq!(bucket_delta(&[&scrape], &[&empty], "g"), vec![(0.01, 5.0)]);
+        assert!(bucket_delta(&[&scrape], &[&empty], "h").is_empty());
+    }
 
     #[test]
     fn percentiles_and_buckets() {

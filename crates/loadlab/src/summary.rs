@@ -183,6 +183,9 @@ pub struct Summary {
     pub block_time_ms: IdleLoad,
     /// Precommit latency from every validator's histogram, ms.
     pub precommit_ms: IdleLoad,
+    /// Time in each consensus step (propose, prevote, precommit, commit — the last one
+    /// includes the commit wait), every validator's histogram, ms: where block time goes.
+    pub steps_ms: BTreeMap<String, IdleLoad>,
     /// Scheduled send → seen committed, ms.
     pub submit_to_commit_ms: Percentiles,
     /// A node's admission answer → seen committed, ms: the chain's part of

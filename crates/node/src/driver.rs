@@ -37,6 +37,8 @@ pub const DRIVER_INPUTS_PER_TURN: usize = 64;
 pub const DRIVER_QUEUE_MAX: usize = 4096;
 /// Blocks requested per sync request.
 pub const SYNC_BLOCKS_PER_REQUEST: u32 = 32;
+/// Consensus inputs kept in memory for the WAL at most; see [`Driver::flush_wal`].
+pub const WAL_BUFFER_MAX: usize = 1024;
 /// After a failed fetch, the same fetch waits this long before it is tried again.
 pub const FETCH_RETRY_BACKOFF: Duration = Duration::from_millis(100);
 /// How far ahead of our clock a block's time may be.
@@ -498,9 +500,17 @@ impl Driver {
         }
     }
 
+    /// Write the buffered WAL entries once [`WAL_BUFFER_MAX`] are waiting. Until then they
+    /// wait for the next signature, whose fsynced record carries them
+    /// ([`Store::record_signing`](basalt_storage::Store::record_signing)): a non-durable
+    /// append is lost in a crash anyway unless a durable commit follows it, and only
+    /// signing commits the consensus database durably, so a redb transaction per driver
+    /// turn (~10 per height) bought nothing a restart could see.
     fn flush_wal(&mut self) -> anyhow::Result<()> {
-        let entries = std::mem::take(&mut self.wal);
-        self.shared.store.wal_append(&entries)?;
+        if self.wal.len() >= WAL_BUFFER_MAX {
+            let entries = std::mem::take(&mut self.wal);
+            self.shared.store.wal_append(&entries)?;
+        }
         Ok(())
     }
 

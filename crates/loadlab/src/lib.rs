@@ -38,7 +38,7 @@ pub use summary::{IdleLoad, Percentiles, Series, Summary};
 
 use anyhow::{bail, Context, Result};
 use collect::{block_intervals, height_spread, scrape_all, Collected};
-use stats::{bucket_delta, bucket_delta_of, bucket_quantile, mean_cv, percentile, total, Scrape};
+use stats::{bucket_delta_of, bucket_quantile, mean_cv, percentile, total, Scrape};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -162,8 +162,6 @@ struct Idle {
     /// Every validator's metrics at the start and the end of the idle phase.
     scrapes: (Vec<Scrape>, Vec<Scrape>),
     block_ms: Vec<f64>,
-    precommit: Vec<(f64, f64)>,
-    flooded_precommit: Vec<(f64, f64)>,
 }
 
 /// Node-side state at an instant.
@@ -414,21 +412,10 @@ async fn phases(
     let idle_end = Instant::now();
     let idle_end_scrapes = scrape_all(&env.http, &env.validators).await;
     let blocks = env.collected.blocks();
-    let flooded_scrapes = |s: &[Scrape]| -> Vec<Scrape> {
-        env.flooded
-            .and_then(|i| s.get(i).cloned())
-            .into_iter()
-            .collect()
-    };
     let idle = Idle {
         start: idle_start,
-        scrapes: (idle_scrapes.clone(), idle_end_scrapes.clone()),
         block_ms: block_intervals(&blocks, idle_start, idle_end),
-        precommit: delta(&idle_end_scrapes, &idle_scrapes),
-        flooded_precommit: delta(
-            &flooded_scrapes(&idle_end_scrapes),
-            &flooded_scrapes(&idle_scrapes),
-        ),
+        scrapes: (idle_scrapes, idle_end_scrapes),
     };
     if let (Some(at), Some(devnet)) = (config.stop_validator_at, devnet) {
         let start = Instant::now() + at;
@@ -647,27 +634,27 @@ async fn window(
     })
 }
 
-/// Precommit buckets observed between two scrapes of the same validators.
-fn delta(after: &[Scrape], before: &[Scrape]) -> Vec<(f64, f64)> {
+/// Buckets of histogram `metric` (its series with labels `label`; empty: unlabelled)
+/// observed between two scrapes of the same validators.
+fn delta(after: &[Scrape], before: &[Scrape], metric: &str, label: &str) -> Vec<(f64, f64)> {
     let after: Vec<&Scrape> = after.iter().collect();
     let before: Vec<&Scrape> = before.iter().collect();
-    bucket_delta(&after, &before, PRECOMMIT_METRIC)
+    bucket_delta_of(&after, &before, metric, label)
 }
 
 /// Time in each consensus step, idle and under load, from every validator's histogram.
 fn steps(idle: &Idle, w: &Window) -> BTreeMap<String, IdleLoad> {
-    fn refs(s: &[Scrape]) -> Vec<&Scrape> {
-        s.iter().collect()
-    }
     ["propose", "prevote", "precommit", "commit"]
         .into_iter()
         .map(|step| {
             let label = format!("step=\"{step}\"");
-            let delta = |after: &[Scrape], before: &[Scrape]| {
-                bucket_delta_of(&refs(after), &refs(before), STEP_METRIC, &label)
-            };
-            let idle = delta(&idle.scrapes.1, &idle.scrapes.0);
-            let load = delta(&w.at_end.scrapes, &w.at_measure.scrapes);
+            let idle = delta(&idle.scrapes.1, &idle.scrapes.0, STEP_METRIC, &label);
+            let load = delta(
+                &w.at_end.scrapes,
+                &w.at_measure.scrapes,
+                STEP_METRIC,
+                &label,
+            );
             (step.to_owned(), idle_load(&idle, &load))
         })
         .collect()
@@ -766,7 +753,9 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
     if idle_p50.is_none() {
         notes.push("chain_halts: no idle block time to compare gaps with".into());
     }
-    let load_precommit = delta(&w.at_end.scrapes, &w.at_measure.scrapes);
+    let precommit =
+        |after: &[Scrape], before: &[Scrape]| delta(after, before, PRECOMMIT_METRIC, "");
+    let load_precommit = precommit(&w.at_end.scrapes, &w.at_measure.scrapes);
     let escalations = largest_growth(w, ESCALATIONS_METRIC);
     let node_committed_txs = largest_growth(w, COMMITTED_METRIC);
     let cpu = cpu_per_op(env, w, tps.iter().sum::<f64>(), &mut notes);
@@ -821,8 +810,9 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
     }
     let flooded_precommit = env.flooded.map(|i| {
         let pick = |s: &[Scrape]| -> Vec<Scrape> { s.get(i).cloned().into_iter().collect() };
-        let load = delta(&pick(&w.at_end.scrapes), &pick(&w.at_measure.scrapes));
-        idle_load(&idle.flooded_precommit, &load)
+        let idle = precommit(&pick(&idle.scrapes.1), &pick(&idle.scrapes.0));
+        let load = precommit(&pick(&w.at_end.scrapes), &pick(&w.at_measure.scrapes));
+        idle_load(&idle, &load)
     });
     Summary {
         scenario: config.scenario.name().into(),
@@ -851,14 +841,20 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
             load_p50: percentile(&mut load_blocks, 0.5),
             load_p99: percentile(&mut load_blocks, 0.99),
         },
-        precommit_ms: idle_load(&idle.precommit, &load_precommit),
+        precommit_ms: idle_load(
+            &precommit(&idle.scrapes.1, &idle.scrapes.0),
+            &load_precommit,
+        ),
         steps_ms: steps(idle, w),
         submit_to_commit_ms: Percentiles::of(&mut c.latencies),
         accept_to_commit_ms: Percentiles::of(&mut c.chain_latencies),
         mempool_wait_ms: {
-            let after: Vec<&Scrape> = w.at_end.scrapes.iter().collect();
-            let before: Vec<&Scrape> = w.at_measure.scrapes.iter().collect();
-            let buckets = bucket_delta(&after, &before, MEMPOOL_WAIT_METRIC);
+            let buckets = delta(
+                &w.at_end.scrapes,
+                &w.at_measure.scrapes,
+                MEMPOOL_WAIT_METRIC,
+                "",
+            );
             Percentiles {
                 p50: ms(bucket_quantile(&buckets, 0.5)),
                 p95: ms(bucket_quantile(&buckets, 0.95)),

@@ -147,6 +147,9 @@ fn smoke_run_reports_every_field_with_sane_values() {
         "no --control, no control window"
     );
     assert!(number(&summary, "/cpu_us_per_tx_per_validator") > 0.0);
+    // Every validator answered its commit times: the spread is exact, not sampled.
+    assert_eq!(summary["height_spread_source"], "commit_times", "{summary}");
+    assert!(summary["height_spread_sampled_max"].is_u64());
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 4, "four plots");
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
@@ -261,6 +264,9 @@ fn a_validator_stopped_mid_load_fails_the_run() {
     let halts = number(&summary, "/chain_halts");
     assert!(spread > 10.0 || halts > 0.0, "{summary}");
     assert!(number(&summary, "/validators_unreachable_max") >= 1.0);
+    // The stopped validator cannot answer its commit times: the sampler stands in, with
+    // the stopped one at its last height.
+    assert_eq!(summary["height_spread_source"], "sampler", "{summary}");
     let failures = summary["gate_failures"].to_string();
     assert!(
         failures.contains("height spread") || failures.contains("chain_halts"),

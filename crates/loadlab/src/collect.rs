@@ -236,6 +236,111 @@ pub fn height_spread(samples: &[HeightSample], from: Instant, to: Instant) -> (u
     (spread, unreachable)
 }
 
+/// Pages of `/v1/commits` read from one validator at most (a node remembers 16,384
+/// heights; a page holds up to 1,000).
+const COMMIT_PAGES_MAX: usize = 64;
+/// How long reading one validator's commit times may take, retries of shed answers
+/// included.
+const COMMIT_TIMES_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Every commit time `endpoint` remembers from height `from` on, or `None` when it does
+/// not answer (stopped, or shedding for longer than [`COMMIT_TIMES_PATIENCE`]).
+pub async fn commit_times(
+    client: &reqwest::Client,
+    endpoint: &str,
+    from: u64,
+) -> Option<Vec<basalt_rpc::CommitTime>> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        commits: Vec<basalt_rpc::CommitTime>,
+    }
+    let deadline = Instant::now() + COMMIT_TIMES_PATIENCE;
+    let mut all: Vec<basalt_rpc::CommitTime> = Vec::new();
+    let mut next = from;
+    for _ in 0..COMMIT_PAGES_MAX {
+        let page = loop {
+            let answer = client
+                .get(format!("{endpoint}/v1/commits?from={next}"))
+                .send()
+                .await
+                .ok()?;
+            if answer.status().is_success() {
+                break answer.json::<Page>().await.ok()?;
+            }
+            // Shed (429/503): the run is over, the limiter refills; anything else is final.
+            let shed = matches!(answer.status().as_u16(), 429 | 503);
+            if !shed || Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let Some(last) = page.commits.last().map(|t| t.height) else {
+            break;
+        };
+        let full = page.commits.len() >= basalt_rpc::COMMIT_TIMES_PAGE_MAX;
+        all.extend(page.commits);
+        if !full {
+            break;
+        }
+        next = last.checked_add(1)?;
+    }
+    Some(all)
+}
+
+/// Largest spread between validators' heights at any instant in `[from_us, to_us]`
+/// (microseconds since the epoch, the validators' shared clock), from each one's commit
+/// times. `None` when some validator's times are missing or do not reach back to
+/// `from_us` (its bounded window, or a restart, lost them): the caller falls back to the
+/// sampler then.
+pub fn exact_spread(
+    times: &[Option<Vec<basalt_rpc::CommitTime>>],
+    from_us: u64,
+    to_us: u64,
+) -> Option<u64> {
+    let mut heights = Vec::with_capacity(times.len());
+    let mut events: Vec<(u64, usize, u64)> = Vec::new();
+    for (validator, times) in times.iter().enumerate() {
+        let times = times.as_ref()?;
+        // The height at `from_us`: the last one made durable by then.
+        let before = times.partition_point(|t| t.at_unix_us <= from_us);
+        heights.push(times.get(before.checked_sub(1)?)?.height);
+        events.extend(
+            times[before..]
+                .iter()
+                .take_while(|t| t.at_unix_us <= to_us)
+                .map(|t| (t.at_unix_us, validator, t.height)),
+        );
+    }
+    events.sort_unstable();
+    let spread = |h: &[u64]| match (h.iter().max(), h.iter().min()) {
+        (Some(max), Some(min)) => max.saturating_sub(*min),
+        _ => 0,
+    };
+    let mut widest = spread(&heights);
+    let mut i = 0;
+    while i < events.len() {
+        // Commits at the same microsecond count as simultaneous.
+        let at = events[i].0;
+        while i < events.len() && events[i].0 == at {
+            let (_, validator, height) = events[i];
+            heights[validator] = height;
+            i += 1;
+        }
+        widest = widest.max(spread(&heights));
+    }
+    Some(widest)
+}
+
+/// Microseconds since the epoch at `at` (an instant of this process, converted with the
+/// current offset between the two clocks).
+pub fn unix_us(at: Instant) -> u64 {
+    let now = std::time::SystemTime::now();
+    let back = Instant::now().saturating_duration_since(at);
+    now.checked_sub(back)
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// The slowest answer to a height sample taken in `[from, to]`, ms.
 pub fn slowest_answer(samples: &[HeightSample], from: Instant, to: Instant) -> Option<f64> {
     samples
@@ -323,6 +428,48 @@ pub async fn state_roots_agree(client: &reqwest::Client, endpoints: &[String]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn times(list: &[(u64, u64)]) -> Option<Vec<basalt_rpc::CommitTime>> {
+        Some(
+            list.iter()
+                .map(|&(height, at_unix_us)| basalt_rpc::CommitTime { height, at_unix_us })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn exact_spread_follows_every_validator_on_one_clock() {
+        // Validator 1 commits heights 11..=14 late: at t=400 it is at 10 while 0 is at 14.
+        let fast = times(&[
+            (10, 50),
+            (11, 100),
+            (12, 200),
+            (13, 300),
+            (14, 400),
+            (15, 900),
+        ]);
+        let slow = times(&[
+            (10, 60),
+            (11, 450),
+            (12, 460),
+            (13, 470),
+            (14, 480),
+            (15, 910),
+        ]);
+        assert_eq!(
+            exact_spread(&[fast.clone(), slow.clone()], 90, 1000),
+            Some(4)
+        );
+        // Before the slow stretch, they are one apart at most.
+        assert_eq!(
+            exact_spread(&[fast.clone(), slow.clone()], 90, 150),
+            Some(1)
+        );
+        // A validator that did not answer, or whose times start after the window does:
+        // no exact answer.
+        assert_eq!(exact_spread(&[fast.clone(), None], 90, 1000), None);
+        assert_eq!(exact_spread(&[fast, slow], 10, 1000), None);
+    }
 
     #[test]
     fn a_stopped_validator_keeps_its_last_height_in_the_spread() {

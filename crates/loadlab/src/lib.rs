@@ -765,7 +765,25 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
         .lock()
         .map(|s| s.clone())
         .unwrap_or_default();
-    let (spread, unreachable) = height_spread(&samples, w.load_start, w.drained);
+    let (sampled_spread, unreachable) = height_spread(&samples, w.load_start, w.drained);
+    let commit_times = futures::future::join_all(
+        env.validators
+            .iter()
+            .map(|endpoint| collect::commit_times(&env.http, endpoint, 0)),
+    )
+    .await;
+    let exact = collect::exact_spread(
+        &commit_times,
+        collect::unix_us(w.load_start),
+        collect::unix_us(w.drained),
+    );
+    if exact.is_none() {
+        notes.push(
+            "height_spread_max: as sampled (not every validator's commit times cover the \
+             window)"
+                .into(),
+        );
+    }
     let gauges = env
         .collected
         .gauges
@@ -863,7 +881,14 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
         },
         http_ms: Percentiles::of(&mut http),
         round_escalations: escalations,
-        height_spread_max: spread,
+        height_spread_max: exact.unwrap_or(sampled_spread),
+        height_spread_source: if exact.is_some() {
+            "commit_times"
+        } else {
+            "sampler"
+        }
+        .into(),
+        height_spread_sampled_max: sampled_spread,
         height_sample_slowest_ms: collect::slowest_answer(&samples, w.load_start, w.drained),
         validators_unreachable_max: unreachable,
         chain_halts,

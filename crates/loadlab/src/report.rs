@@ -186,8 +186,8 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
          | Admitted→commit p50 / p95 / p99 (ms) | {} / {} / {} |\n\
          | Mempool wait p50 / p95 / p99, nodes' histogram (ms) | {} / {} / {} |\n\
          | HTTP p50 / p95 / p99 (ms) | {} / {} / {} |\n\
-         | Round escalations | {} |\n| Validator height spread max (blocks) | {} |\n\
-         | Slowest answer to a height sample (ms) | {} |\n\
+         | Round escalations | {} |\n| Validator height spread max (blocks) | {} (from {}) |\n\
+         | Height spread as sampled / slowest answer to a sample (ms) | {} / {} |\n\
          | Validators unreachable (max in one sample) | {} |\n| Chain halts | {} |\n\
          | Longest gap between blocks (ms) | {} |\n\
          | State roots agree | {} |\n| CPU µs per op per validator | {} |",
@@ -225,6 +225,8 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
         f(s.http_ms.p99),
         s.round_escalations.map_or("n/a".into(), |e| e.to_string()),
         s.height_spread_max,
+        s.height_spread_source,
+        s.height_spread_sampled_max,
         f(s.height_sample_slowest_ms),
         s.validators_unreachable_max,
         s.chain_halts,

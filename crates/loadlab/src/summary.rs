@@ -199,8 +199,15 @@ pub struct Summary {
     pub http_ms: Percentiles,
     /// Heights decided in a round above 0 during the window (max over validators).
     pub round_escalations: Option<u64>,
-    /// Largest difference between validators' heights seen during the load.
+    /// Largest difference between validators' heights during the load: at any instant,
+    /// from every validator's own commit times (`GET /v1/commits`, one clock on a devnet)
+    /// when all of them answer for the whole window; otherwise as sampled (below).
     pub height_spread_max: u64,
+    /// Where `height_spread_max` comes from: `commit_times` or `sampler`.
+    pub height_spread_source: String,
+    /// Largest difference between validators' heights in the sampler's readings (a
+    /// validator that answers late is read at an older height).
+    pub height_spread_sampled_max: u64,
     /// The slowest answer to a height sample during the load, ms: heights read this late
     /// can differ by that long's worth of blocks without any validator lagging.
     pub height_sample_slowest_ms: Option<f64>,

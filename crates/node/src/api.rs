@@ -149,6 +149,10 @@ impl NodeApi for Api {
         self.shared.events.subscribe()
     }
 
+    fn commit_times(&self, from: u64, limit: usize) -> Vec<basalt_rpc::CommitTime> {
+        self.shared.commit_times().from(from, limit)
+    }
+
     fn metrics_text(&self) -> String {
         let mut text = String::new();
         if let Some(registry) = self.registry.get() {

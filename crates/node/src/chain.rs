@@ -125,6 +125,9 @@ pub fn apply(
         state_root: outcome.state_root,
         time_ms: block.header.time_ms,
     }));
+    shared
+        .commit_times()
+        .record(height, std::time::SystemTime::now());
     shared.metrics.height.set(height as i64);
     shared.metrics.committed_txs.inc_by(block.txs.len() as u64);
     Ok(BlockEvent {

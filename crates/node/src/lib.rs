@@ -160,6 +160,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
         events: event_sender,
         tips: Mutex::new(tips::Tips::default()),
         slots: Mutex::new(slots::SlotGuard::default()),
+        commit_times: Mutex::new(state::CommitTimes::default()),
     });
 
     let (driver_sender, driver_inputs) = tokio::sync::mpsc::channel(DRIVER_QUEUE_MAX);

@@ -17,6 +17,40 @@ use std::sync::{Arc, Mutex};
 /// Rejected transaction hashes remembered for `GET /v1/txs/{hash}`.
 pub const REJECTED_REMEMBERED_MAX: usize = 100_000;
 
+/// Recent heights whose commit time the node remembers for `GET /v1/commits` (16 bytes
+/// each: 256 KiB; at 100 blocks/s, the last 2.7 minutes).
+pub const COMMIT_TIMES_MAX: usize = 16_384;
+
+/// When each recent height became durable here, oldest first, consecutive heights.
+#[derive(Debug, Default)]
+pub struct CommitTimes {
+    times: VecDeque<basalt_rpc::CommitTime>,
+}
+
+impl CommitTimes {
+    /// Remember that `height` became durable now. A height at or below the last one
+    /// remembered (a restart does not happen in-process; a resync would) starts over.
+    pub fn record(&mut self, height: u64, at: std::time::SystemTime) {
+        let at_unix_us = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX));
+        if self.times.back().is_some_and(|last| last.height >= height) {
+            self.times.clear();
+        }
+        self.times
+            .push_back(basalt_rpc::CommitTime { height, at_unix_us });
+        while self.times.len() > COMMIT_TIMES_MAX {
+            self.times.pop_front();
+        }
+    }
+
+    /// Up to `limit` commit times from height `from` on, oldest first.
+    pub fn from(&self, from: u64, limit: usize) -> Vec<basalt_rpc::CommitTime> {
+        let start = self.times.partition_point(|t| t.height < from);
+        self.times.iter().skip(start).take(limit).copied().collect()
+    }
+}
+
 /// The latest committed block, as RPC shows it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Latest {
@@ -106,6 +140,8 @@ pub struct Shared {
     pub tips: Mutex<crate::tips::Tips>,
     /// Verified values per (height, round, step, validator): the equivocation guard.
     pub slots: Mutex<crate::slots::SlotGuard>,
+    /// When recent heights became durable here (the chain worker writes, RPC reads).
+    pub commit_times: Mutex<CommitTimes>,
 }
 
 impl Shared {
@@ -147,6 +183,13 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Lock the commit times.
+    pub fn commit_times(&self) -> std::sync::MutexGuard<'_, CommitTimes> {
+        self.commit_times
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Lock the tips.
     pub fn tips(&self) -> std::sync::MutexGuard<'_, crate::tips::Tips> {
         self.tips
@@ -165,5 +208,41 @@ impl Shared {
     pub fn mempool_gauges(&self, pool: &Mempool) {
         self.metrics.mempool_size.set(pool.len() as i64);
         self.metrics.mempool_bytes.set(pool.bytes() as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn commit_times_are_bounded_and_answered_from_a_height() {
+        let mut times = CommitTimes::default();
+        let at = |us: u64| UNIX_EPOCH + Duration::from_micros(us);
+        let total = COMMIT_TIMES_MAX as u64 + 10;
+        for height in 1..=total {
+            times.record(height, at(height * 1000));
+        }
+        let oldest = total - COMMIT_TIMES_MAX as u64 + 1;
+        let first = times.from(0, 2);
+        assert_eq!(first.len(), 2);
+        assert_eq!(
+            (first[0].height, first[0].at_unix_us),
+            (oldest, oldest * 1000)
+        );
+        assert_eq!(times.from(total - 1, 10).len(), 2);
+        assert_eq!(times.from(total + 1, 10), vec![]);
+        assert_eq!(times.from(0, usize::MAX).len(), COMMIT_TIMES_MAX);
+        // Going back (a resync to a lower height) starts the window over.
+        times.record(5, at(1));
+        assert_eq!(
+            times
+                .from(0, 10)
+                .iter()
+                .map(|t| t.height)
+                .collect::<Vec<_>>(),
+            vec![5]
+        );
     }
 }

@@ -53,6 +53,22 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
 
     /// Prometheus text exposition of the node registry.
     fn metrics_text(&self) -> String;
+
+    /// When this node made each height from `from` on durable, by its own wall clock,
+    /// oldest first, at most `limit` of them. The node remembers a bounded window of recent
+    /// heights; older ones are not answered. With every validator's answers on one clock
+    /// (a devnet on one machine), how far apart the validators were at any instant is
+    /// exact, which polling each one's height is not.
+    fn commit_times(&self, from: u64, limit: usize) -> Vec<CommitTime>;
+}
+
+/// When a node made a height durable (`GET /v1/commits`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitTime {
+    /// Height.
+    pub height: u64,
+    /// Microseconds since the Unix epoch, by the node's clock.
+    pub at_unix_us: u64,
 }
 
 /// Why the node refused a transaction: a stable snake-case code and a human message.

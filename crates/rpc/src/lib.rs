@@ -50,8 +50,8 @@ mod server;
 mod ws;
 
 pub use api::{
-    AccountRecord, BlockAt, BlockEvent, BlockRecord, NodeApi, NodeStatus, Rejection, SyncStatus,
-    TxStatus,
+    AccountRecord, BlockAt, BlockEvent, BlockRecord, CommitTime, NodeApi, NodeStatus, Rejection,
+    SyncStatus, TxStatus,
 };
 pub use cometbft::{
     ASYNC_SUBMITS_MAX, BATCH_REQUESTS_MAX, ROUTE_COMET_BLOCK, ROUTE_COMET_BROADCAST_TX_ASYNC,
@@ -71,7 +71,8 @@ pub use metrics::{RpcMetrics, ShedReason, UNMATCHED_ROUTE};
 pub use openapi::openapi_document;
 pub use ratelimit::{ClientLimiter, CLIENTS_TRACKED_MAX};
 pub use routes::{
-    router, METRICS_CONTENT_TYPE, ROUTES, ROUTE_ACCOUNT, ROUTE_BLOCK, ROUTE_BOOK, ROUTE_METRICS,
-    ROUTE_OPENAPI, ROUTE_SIMULATE, ROUTE_STATUS, ROUTE_SUBMIT, ROUTE_SUBSCRIBE, ROUTE_TX,
+    router, COMMIT_TIMES_PAGE_MAX, METRICS_CONTENT_TYPE, ROUTES, ROUTE_ACCOUNT, ROUTE_BLOCK,
+    ROUTE_BOOK, ROUTE_COMMITS, ROUTE_METRICS, ROUTE_OPENAPI, ROUTE_SIMULATE, ROUTE_STATUS,
+    ROUTE_SUBMIT, ROUTE_SUBSCRIBE, ROUTE_TX,
 };
 pub use server::{lower_priority, spawn, RpcHandle, THREAD_NAME};

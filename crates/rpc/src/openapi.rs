@@ -187,6 +187,30 @@ fn status_path() -> Value {
     })
 }
 
+fn commits_path() -> Value {
+    let mut from = query_param(
+        "from",
+        false,
+        "First height wanted (default 0: the oldest remembered)",
+    );
+    from["schema"] = integer();
+    json!({
+        "get": {
+            "operationId": "getCommitTimes",
+            "summary": concat!(
+                "When this node made each recent height durable, by its own clock, oldest ",
+                "first, at most 1000 per answer (ask again from the last height + 1). The ",
+                "node remembers a bounded window of recent heights."
+            ),
+            "parameters": [from],
+            "responses": with_shed_responses(json!({
+                "200": json_response("Commit times", "CommitTimes"),
+                "400": error_response("`bad_request`: from is not a number"),
+            })),
+        }
+    })
+}
+
 fn simulate_path() -> Value {
     json!({
         "post": {
@@ -420,6 +444,7 @@ fn basalt_paths() -> Value {
         "/v1/accounts/{address}": account_path(),
         "/v1/markets/{market}/book": book_path(),
         "/v1/status": status_path(),
+        "/v1/commits": commits_path(),
         "/v1/simulate": simulate_path(),
         "/v1/subscribe": subscribe_path(),
         "/metrics": metrics_path(),
@@ -621,6 +646,12 @@ fn state_schemas() -> Value {
         "Validator": object(&["public_key", "power"], json!({
             "public_key": hex32(),
             "power": integer(),
+        })),
+        "CommitTimes": object(&["commits"], json!({
+            "commits": array_of(object(&["height", "at_unix_us"], json!({
+                "height": integer(),
+                "at_unix_us": integer(),
+            }))),
         })),
         "Status": object(
             &[

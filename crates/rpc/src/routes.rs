@@ -24,8 +24,8 @@ use crate::ratelimit::{ClientLimiter, CLIENTS_TRACKED_MAX};
 use crate::{cometbft, openapi, ws};
 use axum::body::Bytes;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::rejection::{BytesRejection, PathRejection};
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::{header, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -58,6 +58,10 @@ pub const ROUTE_ACCOUNT: &str = "/v1/accounts/{address}";
 pub const ROUTE_BOOK: &str = "/v1/markets/{market}/book";
 /// `GET` the node status.
 pub const ROUTE_STATUS: &str = "/v1/status";
+/// `GET` when this node made recent heights durable (`?from=<height>`).
+pub const ROUTE_COMMITS: &str = "/v1/commits";
+/// Most commit times in one `/v1/commits` answer (ask again from the last height + 1).
+pub const COMMIT_TIMES_PAGE_MAX: usize = 1000;
 /// `POST` a transaction to dry-run.
 pub const ROUTE_SIMULATE: &str = "/v1/simulate";
 /// `GET` (WebSocket) block and receipt subscriptions.
@@ -69,13 +73,14 @@ pub const ROUTE_OPENAPI: &str = "/openapi.json";
 
 /// Every route template the server serves (also the possible `route` metric labels, with
 /// [`metrics::UNMATCHED_ROUTE`]).
-pub const ROUTES: [&str; 19] = [
+pub const ROUTES: [&str; 20] = [
     ROUTE_SUBMIT,
     ROUTE_TX,
     ROUTE_BLOCK,
     ROUTE_ACCOUNT,
     ROUTE_BOOK,
     ROUTE_STATUS,
+    ROUTE_COMMITS,
     ROUTE_SIMULATE,
     ROUTE_SUBSCRIBE,
     ROUTE_METRICS,
@@ -153,6 +158,7 @@ pub(crate) fn build_router<S: NodeApi>(
         .route(ROUTE_ACCOUNT, get(account::<S>))
         .route(ROUTE_BOOK, get(book::<S>))
         .route(ROUTE_STATUS, get(status::<S>))
+        .route(ROUTE_COMMITS, get(commit_times::<S>))
         .route(ROUTE_SIMULATE, post(simulate::<S>))
         .route(ROUTE_SUBSCRIBE, get(ws::subscribe::<S>))
         .method_not_allowed_fallback(method_not_allowed);
@@ -514,6 +520,32 @@ async fn book<S: NodeApi>(
 async fn status<S: NodeApi>(State(shared): State<AppState<S>>) -> Result<Response, ApiError> {
     let status = run_blocking(&shared, |api| api.status()).await?;
     Ok(Json(status).into_response())
+}
+
+/// `?from=` of `/v1/commits`.
+#[derive(serde::Deserialize)]
+struct CommitsQuery {
+    #[serde(default)]
+    from: u64,
+}
+
+/// The `/v1/commits` answer.
+#[derive(serde::Serialize)]
+struct CommitsJson {
+    commits: Vec<crate::api::CommitTime>,
+}
+
+async fn commit_times<S: NodeApi>(
+    State(shared): State<AppState<S>>,
+    query: Result<Query<CommitsQuery>, QueryRejection>,
+) -> Result<Json<CommitsJson>, ApiError> {
+    let Query(CommitsQuery { from }) =
+        query.map_err(|_| ApiError::bad_request("from is a height (a number)"))?;
+    let commits = run_blocking(&shared, move |api| {
+        api.commit_times(from, COMMIT_TIMES_PAGE_MAX)
+    })
+    .await?;
+    Ok(Json(CommitsJson { commits }))
 }
 
 async fn simulate<S: NodeApi>(

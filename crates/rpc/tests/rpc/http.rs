@@ -197,6 +197,30 @@ async fn tx_status_in_every_state() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_times_from_a_height() {
+    let server = TestServer::start(MockNode::new(), |_| {});
+    server.node.add_block(2, vec![], false);
+    server.node.add_block(3, vec![], false);
+    let (status, body) = server.get("/v1/commits?from=2").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["commits"],
+        json!([
+            {"height": 2, "at_unix_us": (GENESIS_TIME_MS + 200) * 1000},
+            {"height": 3, "at_unix_us": (GENESIS_TIME_MS + 300) * 1000},
+        ])
+    );
+    let (status, body) = server.get("/v1/commits").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["commits"][0]["height"], 1, "no from: the oldest");
+    let (status, body) = server.get("/v1/commits?from=9").await;
+    assert_eq!((status, body["commits"].clone()), (200, json!([])));
+    let (status, body) = server.get("/v1/commits?from=two").await;
+    assert_eq!((status, error_code(&body)), (400, "bad_request"), "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blocks_by_height_and_latest() {
     let server = TestServer::start(MockNode::new(), |_| {});
     let event = server.node.add_block(2, vec![transfer(3, 9)], false);

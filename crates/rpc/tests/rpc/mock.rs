@@ -2,8 +2,8 @@
 
 use basalt_app::{App, BookView};
 use basalt_rpc::{
-    AccountRecord, BlockAt, BlockEvent, BlockRecord, NodeApi, NodeStatus, Rejection, RpcConfig,
-    RpcHandle, SyncStatus, TxStatus,
+    AccountRecord, BlockAt, BlockEvent, BlockRecord, CommitTime, NodeApi, NodeStatus, Rejection,
+    RpcConfig, RpcHandle, SyncStatus, TxStatus,
 };
 use basalt_types::block::txs_root;
 use basalt_types::{
@@ -397,6 +397,19 @@ impl NodeApi for MockNode {
 
     fn metrics_text(&self) -> String {
         METRICS_TEXT.to_owned()
+    }
+
+    /// Every stored block, "made durable" at its block time.
+    fn commit_times(&self, from: u64, limit: usize) -> Vec<CommitTime> {
+        let blocks = self.inner.blocks.lock().unwrap();
+        blocks
+            .range(from..)
+            .take(limit)
+            .map(|(&height, record)| CommitTime {
+                height,
+                at_unix_us: record.block.header.time_ms * 1000,
+            })
+            .collect()
     }
 }
 

@@ -181,9 +181,16 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
             network: commands.clone(),
             gossip: gossip_sender.clone(),
         };
+        let niceness = match lane {
+            verify::Lane::Consensus => 0,
+            verify::Lane::Txs => config.mempool.verify_niceness,
+        };
         std::thread::Builder::new()
             .name(format!("{}-{i}", lane.name()))
-            .spawn(move || verify::run(shared, jobs, lane, outlets))?;
+            .spawn(move || {
+                basalt_rpc::lower_priority(niceness);
+                verify::run(shared, jobs, lane, outlets)
+            })?;
     }
     // Chain worker.
     {

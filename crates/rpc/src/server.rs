@@ -166,7 +166,7 @@ pub fn lower_priority(niceness: u8) {
             .map_err(|e| format!("{e:?}"))
         });
     if let Err(error) = result {
-        tracing::warn!(%error, "could not lower the RPC threads' priority");
+        tracing::warn!(%error, "could not lower this thread's priority");
     }
 }
 

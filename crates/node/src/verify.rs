@@ -194,6 +194,8 @@ pub fn run(shared: Arc<Shared>, jobs: VerifyJobs, lane: Lane, out: PoolOutlets) 
 /// What each job needs checked, as ranges into one flat list of checks.
 struct Prepared {
     job: VerifyJob,
+    /// Hashes of the transactions it carries.
+    hashes: Vec<Hash>,
     /// Per transaction: an early rejection, or the index of its check.
     tx_checks: Vec<Result<usize, Rejection>>,
     /// Checks of a consensus message.
@@ -201,37 +203,50 @@ struct Prepared {
 }
 
 fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
+    // Every transaction's hash is computed before the mempool lock is taken, and the lock
+    // is held only for the membership lookups: the driver's reap and the chain worker's
+    // removal wait on this lock, and the transaction lane runs at a lower OS priority (a
+    // thread descheduled while holding it would hold up consensus). A batch of votes does
+    // not take it at all.
+    let hashes: Vec<Vec<Hash>> = batch.iter().map(carried_tx_hashes).collect();
+    let pending: Vec<Vec<bool>> = if hashes.iter().any(|h| !h.is_empty()) {
+        let pool = shared.mempool();
+        hashes
+            .iter()
+            .map(|job| job.iter().map(|hash| pool.contains(hash)).collect())
+            .collect()
+    } else {
+        vec![Vec::new(); hashes.len()]
+    };
     let mut checks: Vec<Check> = Vec::new();
     let mut prepared = Vec::with_capacity(batch.len());
-    {
-        let pool = shared.mempool();
-        for job in batch {
-            let mut tx_checks = Vec::new();
-            let start = checks.len();
-            match &job {
-                VerifyJob::Txs { txs, .. } => {
-                    for tx in txs {
-                        tx_checks.push(precheck_tx(shared, &pool, tx).map(|_| {
-                            checks.push(Check {
-                                key: tx.body.sender,
-                                domain: TX_SIGN_DOMAIN,
-                                message: encode(&tx.body),
-                                signature: tx.signature,
-                            });
-                            checks.len() - 1
-                        }));
-                    }
-                }
-                VerifyJob::Consensus { message, .. } => {
-                    consensus_checks(shared, &pool, message, &mut checks);
+    for ((job, hashes), pending) in batch.into_iter().zip(hashes).zip(pending) {
+        let mut tx_checks = Vec::new();
+        let start = checks.len();
+        match &job {
+            VerifyJob::Txs { txs, .. } => {
+                for (tx, pending) in txs.iter().zip(&pending) {
+                    tx_checks.push(precheck_tx(shared, *pending, tx).map(|_| {
+                        checks.push(Check {
+                            key: tx.body.sender,
+                            domain: TX_SIGN_DOMAIN,
+                            message: encode(&tx.body),
+                            signature: tx.signature,
+                        });
+                        checks.len() - 1
+                    }));
                 }
             }
-            prepared.push(Prepared {
-                job,
-                tx_checks,
-                consensus_checks: start..checks.len(),
-            });
+            VerifyJob::Consensus { message, .. } => {
+                consensus_checks(shared, &pending, message, &mut checks);
+            }
         }
+        prepared.push(Prepared {
+            job,
+            hashes,
+            tx_checks,
+            consensus_checks: start..checks.len(),
+        });
     }
     let items: Vec<VerifyItem<'_>> = checks
         .iter()
@@ -251,7 +266,15 @@ fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
     for item in prepared {
         match item.job {
             VerifyJob::Txs { txs, origin } => {
-                admit(shared, txs, item.tx_checks, &results, origin, out);
+                admit(
+                    shared,
+                    txs,
+                    &item.hashes,
+                    item.tx_checks,
+                    &results,
+                    origin,
+                    out,
+                );
             }
             VerifyJob::Consensus { message, gossip } => {
                 let ok = results
@@ -295,13 +318,21 @@ fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
     }
 }
 
-/// Stateless checks before the signature: chain id and size; a transaction already pending
-/// is a duplicate and is not verified again.
-fn precheck_tx(
-    shared: &Shared,
-    pool: &crate::mempool::Mempool,
-    tx: &SignedTx,
-) -> Result<(), Rejection> {
+/// The transactions a job carries (a proposal's block's included), by hash.
+fn carried_tx_hashes(job: &VerifyJob) -> Vec<Hash> {
+    match job {
+        VerifyJob::Txs { txs, .. } => txs.iter().map(SignedTx::hash).collect(),
+        VerifyJob::Consensus {
+            message: ConsensusMessage::Proposal { block, .. },
+            ..
+        } => block.txs.iter().map(SignedTx::hash).collect(),
+        VerifyJob::Consensus { .. } => Vec::new(),
+    }
+}
+
+/// Checks before the signature: chain id and size; a transaction already pending is a
+/// duplicate and is not verified again.
+fn precheck_tx(shared: &Shared, pending: bool, tx: &SignedTx) -> Result<(), Rejection> {
     if tx.body.chain_id.as_str() != shared.chain_id {
         return Err(rejection(
             "wrong_chain_id",
@@ -315,17 +346,18 @@ fn precheck_tx(
     if encode(tx).len() > TX_BYTES_MAX {
         return Err(rejection("too_large", "transaction exceeds the size limit"));
     }
-    if pool.contains(&tx.hash()) {
+    if pending {
         return Err(rejection("duplicate", "transaction already pending"));
     }
     Ok(())
 }
 
 /// The signatures a consensus message carries: the vote's or proposal's own, the block's
-/// transactions not already verified (pending in our mempool), and the last commit.
+/// transactions not already verified (`pending[i]`: the block's `i`-th is in our mempool),
+/// and the last commit.
 fn consensus_checks(
     shared: &Shared,
-    pool: &crate::mempool::Mempool,
+    pending: &[bool],
     message: &ConsensusMessage,
     checks: &mut Vec<Check>,
 ) {
@@ -349,8 +381,8 @@ fn consensus_checks(
                 message: encode(&proposal.proposal),
                 signature: proposal.signature,
             });
-            for tx in block.txs.iter() {
-                if !pool.contains(&tx.hash()) {
+            for (i, tx) in block.txs.iter().enumerate() {
+                if !pending.get(i).copied().unwrap_or(false) {
                     checks.push(Check {
                         key: tx.body.sender,
                         domain: TX_SIGN_DOMAIN,
@@ -376,6 +408,7 @@ fn consensus_checks(
 fn admit(
     shared: &Shared,
     txs: Vec<SignedTx>,
+    hashes: &[Hash],
     checks: Vec<Result<usize, Rejection>>,
     results: &[bool],
     origin: TxOrigin,
@@ -383,42 +416,52 @@ fn admit(
 ) {
     let app = shared.app.load();
     let from_rpc = matches!(origin, TxOrigin::Rpc(_));
-    let mut outcomes = Vec::with_capacity(txs.len());
     let mut any_bad_signature = false;
+    // Everything but the insertion itself is computed before the mempool lock (see
+    // `verify_jobs`): size, the sender's committed nonce, the copy to gossip.
+    let candidates: Vec<_> = txs
+        .into_iter()
+        .zip(hashes)
+        .zip(checks)
+        .map(|((tx, hash), check)| match check {
+            Err(rejection) => Err(rejection),
+            Ok(index) if !results.get(index).copied().unwrap_or(false) => {
+                any_bad_signature = true;
+                Err(rejection("bad_signature", "signature does not verify"))
+            }
+            Ok(_) => {
+                let bytes = encode(&tx).len();
+                let nonce = app.account(&tx.body.sender).nonce;
+                let copy = from_rpc.then(|| tx.clone());
+                Ok((tx, *hash, bytes, nonce, copy))
+            }
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(candidates.len());
     let mut admitted = Vec::new();
     {
         let mut pool = shared.mempool();
-        for (tx, check) in txs.into_iter().zip(checks) {
-            let hash = tx.hash();
-            let outcome = match check {
-                Err(rejection) => Err(rejection),
-                Ok(index) if !results.get(index).copied().unwrap_or(false) => {
-                    any_bad_signature = true;
-                    Err(rejection("bad_signature", "signature does not verify"))
-                }
-                Ok(_) => {
-                    let bytes = encode(&tx).len();
-                    let nonce = app.account(&tx.body.sender).nonce;
-                    let copy = from_rpc.then(|| tx.clone());
-                    match pool.insert(tx, hash, bytes, nonce) {
-                        Ok(()) => {
-                            admitted.extend(copy);
-                            Ok(hash)
-                        }
-                        Err(refusal) => Err(rejection(refusal.code(), format!("{refusal:?}"))),
+        for candidate in candidates {
+            outcomes.push(candidate.and_then(|(tx, hash, bytes, nonce, copy)| {
+                match pool.insert(tx, hash, bytes, nonce) {
+                    Ok(()) => {
+                        admitted.extend(copy);
+                        Ok(hash)
                     }
+                    Err(refusal) => Err(rejection(refusal.code(), format!("{refusal:?}"))),
                 }
-            };
-            if let Err(rejection) = &outcome {
-                shared
-                    .metrics
-                    .mempool_rejections
-                    .get_or_create(&Metrics::label("reason", &rejection.code))
-                    .inc();
-            }
-            outcomes.push(outcome);
+            }));
         }
         shared.mempool_gauges(&pool);
+    }
+    for outcome in &outcomes {
+        if let Err(rejection) = outcome {
+            shared
+                .metrics
+                .mempool_rejections
+                .get_or_create(&Metrics::label("reason", &rejection.code))
+                .inc();
+        }
     }
     for tx in admitted {
         if out.gossip.try_send(tx).is_err() {
@@ -513,6 +556,92 @@ mod tests {
         let second = jobs.next_batch(Lane::Txs).unwrap_or_default();
         assert_eq!(shape(&second), ["txs200"]);
         assert!(jobs.is_empty());
+    }
+
+    /// A node's shared state with validator 0 = `Keypair::from_seed([7; 32])`, its store
+    /// in `dir`.
+    fn shared(dir: &std::path::Path) -> Arc<Shared> {
+        use crate::state::{CommitTimes, Latest, Rejected};
+        use arc_swap::ArcSwap;
+        use basalt_types::{Genesis, ValidatorInfo};
+        use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
+        use std::sync::Mutex;
+        let validators = vec![ValidatorInfo {
+            public_key: Keypair::from_seed([7; 32]).public(),
+            power: 1,
+        }];
+        let genesis = Genesis {
+            chain_id: "c".into(),
+            genesis_time_ms: 1,
+            validators: validators.clone(),
+            assets: vec![],
+            accounts: vec![],
+            markets: vec![],
+            task_generators: vec![],
+        };
+        let mut registry = prometheus_client::registry::Registry::default();
+        let (events, _) = tokio::sync::broadcast::channel(1);
+        Arc::new(Shared {
+            chain_id: "c".into(),
+            validators: basalt_consensus::ValidatorSet::new(validators).unwrap(),
+            validator_index: Some(0),
+            keypair: Keypair::from_seed([7; 32]),
+            node_id: "test".into(),
+            store: Arc::new(basalt_storage::Store::open(&dir.join("db.redb")).unwrap()),
+            app: ArcSwap::from_pointee(basalt_app::App::from_genesis(&genesis).unwrap()),
+            mempool: Mutex::new(crate::mempool::Mempool::new(Default::default())),
+            rejected: Mutex::new(Rejected::default()),
+            metrics: Metrics::register(&mut registry),
+            latest: ArcSwap::from_pointee(Latest::default()),
+            consensus_height: AtomicU64::new(1),
+            consensus_round: AtomicU32::new(0),
+            sync: AtomicU8::new(0),
+            peers: AtomicUsize::new(0),
+            events,
+            tips: Mutex::new(crate::tips::Tips::default()),
+            slots: Mutex::new(crate::slots::SlotGuard::default()),
+            commit_times: Mutex::new(CommitTimes::default()),
+        })
+    }
+
+    #[test]
+    fn votes_are_verified_while_the_mempool_is_locked_elsewhere() {
+        // The transaction lane runs at a lower OS priority and takes the mempool lock; a
+        // batch of votes must not wait for that lock (it did: every batch took it).
+        let dir = std::env::temp_dir().join(format!("basalt-verify-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let shared = shared(&dir);
+        let (driver, mut to_driver) = mpsc::channel(8);
+        let (network, _from_pool) = mpsc::channel(8);
+        let (gossip, _gossiped) = mpsc::channel(8);
+        let out = PoolOutlets {
+            driver,
+            network,
+            gossip,
+        };
+        let held = shared.mempool();
+        let worker = {
+            let shared = shared.clone();
+            std::thread::spawn(move || verify_jobs(&shared, vec![vote()], &out))
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let delivered = loop {
+            match to_driver.try_recv() {
+                Ok(input) => break Some(input),
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(_) => break None,
+            }
+        };
+        drop(held);
+        worker.join().unwrap();
+        assert!(
+            matches!(delivered, Some(DriverInput::Consensus(..))),
+            "the vote waited for the mempool lock"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -82,7 +82,7 @@ impl Devnet {
             let home = dir.join(format!("node{i}"));
             let log = std::fs::File::create(home.join("node.log"))?;
             let child = Command::new(exe)
-                .env("RUST_LOG", "warn")
+                .env("RUST_LOG", node_log_filter())
                 .arg("node")
                 .arg("--home")
                 .arg(&home)
@@ -133,7 +133,7 @@ impl Devnet {
         let url = format!("http://127.0.0.1:{port}");
         let log = std::fs::File::create(self.dir.join("gateway.log"))?;
         let child = Command::new(exe)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", node_log_filter())
             .arg("gateway")
             .arg("--upstream")
             .arg(self.endpoints.join(","))
@@ -198,4 +198,12 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
+}
+
+/// Environment variable with the log filter of the lab's nodes and gateway (`RUST_LOG`
+/// syntax, e.g. `warn,basalt_p2p=debug`); unset, they log warnings and errors only.
+pub const NODE_LOG_ENV: &str = "BASALT_LAB_NODE_LOG";
+
+fn node_log_filter() -> String {
+    std::env::var(NODE_LOG_ENV).unwrap_or_else(|_| "warn".into())
 }

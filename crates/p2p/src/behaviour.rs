@@ -32,6 +32,16 @@ const MESH_N_HIGH: usize = 6;
 /// Outbound peers kept in the mesh (eclipse resistance); must be <= MESH_N_LOW and
 /// 2 * it <= MESH_N, which gossipsub's config builder checks.
 const MESH_OUTBOUND_MIN: usize = 1;
+/// Message ids in one IHAVE (and asked for in IWANTs) at most. Receivers refuse an RPC whose
+/// control part exceeds gossipsub's `max_control_message_size` (16 KiB): the default, 5,000
+/// ids of 34 encoded bytes each, is 170 KB, and at 200 ms heartbeats three heartbeats of
+/// gossip history held ~720 ids (~24 KB) at idle. A refused RPC closes the receiver's side
+/// of the stream; the sender never learns, keeps writing into a stream nobody reads, and
+/// the link is dead in both directions from then on (seen on idle devnets: two validators
+/// dropping ~190 messages a second each to each other, `Send Queue full`).
+const IHAVE_IDS_MAX: usize = 400;
+/// Encoded bytes of one message id in an IHAVE: field tag, length, 32-byte content hash.
+const IHAVE_ID_BYTES: usize = 2 + 32;
 /// First heartbeat soon after start, so a fresh network forms its mesh within a round.
 const HEARTBEAT_INITIAL_DELAY: Duration = Duration::from_millis(100);
 
@@ -108,6 +118,7 @@ fn gossipsub_config(config: &P2pConfig) -> Result<gossipsub::Config, P2pError> {
         .mesh_n_low(MESH_N_LOW)
         .mesh_n_high(MESH_N_HIGH)
         .mesh_outbound_min(MESH_OUTBOUND_MIN)
+        .max_control_messages_sent(IHAVE_IDS_MAX)
         .flood_publish(true)
         .heartbeat_initial_delay(HEARTBEAT_INITIAL_DELAY)
         .heartbeat_interval(GOSSIP_HEARTBEAT)
@@ -197,6 +208,15 @@ mod tests {
         let built = gossipsub_config(&config).unwrap();
         assert_eq!(built.mesh_n(), MESH_N);
         assert!(built.validate_messages());
+        // The largest IHAVE we send fits in what a receiver accepts, with room for the
+        // topic and the framing (a larger one kills the link: see IHAVE_IDS_MAX).
+        assert_eq!(built.max_control_messages_sent(), IHAVE_IDS_MAX);
+        let largest_ihave = IHAVE_IDS_MAX * IHAVE_ID_BYTES + 256;
+        assert!(
+            largest_ihave <= built.max_control_message_size(),
+            "{largest_ihave} > {}",
+            built.max_control_message_size()
+        );
         gossipsub_behaviour(&config).unwrap();
     }
 }

@@ -42,6 +42,11 @@ const MESH_OUTBOUND_MIN: usize = 1;
 const IHAVE_IDS_MAX: usize = 400;
 /// Encoded bytes of one message id in an IHAVE: field tag, length, 32-byte content hash.
 const IHAVE_ID_BYTES: usize = 2 + 32;
+/// Largest control part of an RPC a peer accepts (gossipsub's default, set explicitly so
+/// that an upgrade cannot move it under `IHAVE_IDS_MAX`).
+const CONTROL_MESSAGE_BYTES_MAX: usize = 16 * 1024;
+// The largest IHAVE, with room for the topic and framing, fits what a receiver accepts.
+const _: () = assert!(IHAVE_IDS_MAX * IHAVE_ID_BYTES + 256 <= CONTROL_MESSAGE_BYTES_MAX);
 /// First heartbeat soon after start, so a fresh network forms its mesh within a round.
 const HEARTBEAT_INITIAL_DELAY: Duration = Duration::from_millis(100);
 
@@ -119,6 +124,7 @@ fn gossipsub_config(config: &P2pConfig) -> Result<gossipsub::Config, P2pError> {
         .mesh_n_high(MESH_N_HIGH)
         .mesh_outbound_min(MESH_OUTBOUND_MIN)
         .max_control_messages_sent(IHAVE_IDS_MAX)
+        .max_control_message_size(CONTROL_MESSAGE_BYTES_MAX)
         .flood_publish(true)
         .heartbeat_initial_delay(HEARTBEAT_INITIAL_DELAY)
         .heartbeat_interval(GOSSIP_HEARTBEAT)
@@ -208,15 +214,10 @@ mod tests {
         let built = gossipsub_config(&config).unwrap();
         assert_eq!(built.mesh_n(), MESH_N);
         assert!(built.validate_messages());
-        // The largest IHAVE we send fits in what a receiver accepts, with room for the
-        // topic and the framing (a larger one kills the link: see IHAVE_IDS_MAX).
+        // What we send is bounded as the compile-time check assumes (a larger IHAVE kills
+        // the link: see IHAVE_IDS_MAX).
         assert_eq!(built.max_control_messages_sent(), IHAVE_IDS_MAX);
-        let largest_ihave = IHAVE_IDS_MAX * IHAVE_ID_BYTES + 256;
-        assert!(
-            largest_ihave <= built.max_control_message_size(),
-            "{largest_ihave} > {}",
-            built.max_control_message_size()
-        );
+        assert_eq!(built.max_control_message_size(), CONTROL_MESSAGE_BYTES_MAX);
         gossipsub_behaviour(&config).unwrap();
     }
 }

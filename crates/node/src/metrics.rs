@@ -381,11 +381,16 @@ impl prometheus_client::collector::Collector for P2pCollector {
         use prometheus_client::metrics::counter::ConstCounter;
         use std::sync::atomic::Ordering::Relaxed;
         let stats = self.handle.stats();
-        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 17] = [
+        let counters: [(&str, &str, &std::sync::atomic::AtomicU64); 18] = [
             (
                 "p2p_gossip_slow_peer_dropped",
                 "Gossip messages not queued for a peer whose send queue was full",
                 &stats.gossip_slow_peer_dropped,
+            ),
+            (
+                "p2p_slow_peer_disconnects",
+                "Peers disconnected (static ones re-dialed) after their gossip send queue overflowed for 5 s",
+                &stats.slow_peer_disconnects,
             ),
             (
                 "p2p_consensus_publish_failed",

@@ -84,6 +84,12 @@ pub const GOSSIP_DUPLICATE_CACHE: Duration = Duration::from_secs(2);
 /// flooded validator's memory climbed for a minute as those queues filled. A healthy peer
 /// drains its queue within milliseconds; 1,024 is seconds of this node's own traffic.
 pub const GOSSIP_PEER_QUEUE_LEN: usize = 1024;
+/// A peer whose gossip send queue has overflowed at every heartbeat for this long is
+/// disconnected (a static peer is then re-dialed on a fresh connection): a link that stops
+/// taking messages loses everything sent to that peer until it is replaced.
+pub const SLOW_PEER_DISCONNECT_AFTER: Duration = Duration::from_secs(5);
+/// A pause this long in a peer's overflow reports starts its count over.
+pub const SLOW_PEER_QUIET: Duration = Duration::from_secs(1);
 
 /// Most established connections in total (validators plus a margin for sync peers).
 pub const CONNECTIONS_MAX: u32 = 256;

@@ -188,6 +188,7 @@ pub fn spawn(config: P2pConfig) -> Result<(NetworkHandle, mpsc::Receiver<Network
                 .consensus_messages_from_unlisted_per_sec
                 .saturating_mul(2),
         ),
+        slow_peers: peers::SlowPeers::default(),
         local_peer_id: peer_id,
     };
     runtime.spawn(service.run());

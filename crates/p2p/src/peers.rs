@@ -8,8 +8,45 @@ use libp2p::{Multiaddr, PeerId};
 
 use crate::config::{
     BANNED_PEERS_MAX, BAN_DURATION, INVALID_MESSAGES_WINDOW, REDIAL_BACKOFF_INITIAL,
-    REDIAL_BACKOFF_MAX, REDIAL_BACKOFF_RESET_AFTER,
+    REDIAL_BACKOFF_MAX, REDIAL_BACKOFF_RESET_AFTER, SLOW_PEER_DISCONNECT_AFTER, SLOW_PEER_QUIET,
 };
+
+/// Peers whose gossip send queue keeps overflowing (gossipsub reports a slow peer at each
+/// heartbeat while messages to it are dropped), and since when without a pause.
+#[derive(Debug, Default)]
+pub(crate) struct SlowPeers {
+    /// Peer → (first report of the current stretch, latest report).
+    stretches: HashMap<PeerId, (Instant, Instant)>,
+}
+
+impl SlowPeers {
+    /// Gossipsub reported `peer` slow at `now`; `true` when it has been slow for
+    /// [`SLOW_PEER_DISCONNECT_AFTER`] without a pause of [`SLOW_PEER_QUIET`]: disconnect it
+    /// (its stretch is forgotten).
+    pub(crate) fn report(&mut self, peer: PeerId, now: Instant) -> bool {
+        let stretch = self.stretches.entry(peer).or_insert((now, now));
+        if now.saturating_duration_since(stretch.1) >= SLOW_PEER_QUIET {
+            stretch.0 = now;
+        }
+        stretch.1 = now;
+        if now.saturating_duration_since(stretch.0) >= SLOW_PEER_DISCONNECT_AFTER {
+            self.stretches.remove(&peer);
+            return true;
+        }
+        false
+    }
+
+    /// `peer` disconnected.
+    pub(crate) fn forget(&mut self, peer: &PeerId) {
+        self.stretches.remove(peer);
+    }
+
+    /// Peers tracked (at most the connected ones).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.stretches.len()
+    }
+}
 
 #[derive(Debug)]
 struct StaticPeer {
@@ -215,6 +252,31 @@ impl PeerGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_slow_without_a_pause_is_disconnected_after_the_limit() {
+        let mut slow = SlowPeers::default();
+        let peer = PeerId::random();
+        let t0 = Instant::now();
+        let heartbeat = Duration::from_millis(200);
+        let beats = (SLOW_PEER_DISCONNECT_AFTER.as_millis() / heartbeat.as_millis()) as u32;
+        for i in 0..beats {
+            assert!(!slow.report(peer, t0 + heartbeat * i), "beat {i}");
+        }
+        assert!(slow.report(peer, t0 + heartbeat * beats));
+        assert_eq!(slow.len(), 0, "forgotten once disconnected");
+
+        // A pause starts the count over.
+        let t1 = t0 + Duration::from_secs(60);
+        for i in 0..beats {
+            assert!(!slow.report(peer, t1 + heartbeat * i));
+        }
+        let after_pause = t1 + heartbeat * beats + SLOW_PEER_QUIET;
+        assert!(!slow.report(peer, after_pause));
+        assert!(!slow.report(peer, after_pause + heartbeat));
+        slow.forget(&peer);
+        assert_eq!(slow.len(), 0);
+    }
 
     fn address() -> Multiaddr {
         "/ip4/127.0.0.1/tcp/1".parse().unwrap()

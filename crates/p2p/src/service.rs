@@ -25,7 +25,7 @@ use crate::message::{
     GossipId, NetworkCommand, NetworkEvent, RequestFailure, RequestToken, ResponseToken,
     SyncRequest, SyncResponse, Topic, Verdict,
 };
-use crate::peers::{Judgement, PeerGuard, PeerRates, StaticPeers};
+use crate::peers::{Judgement, PeerGuard, PeerRates, SlowPeers, StaticPeers};
 use crate::stats::{self, bump, P2pStats};
 
 /// Transaction gossip is admitted only while the event queue holds fewer than this many
@@ -54,6 +54,8 @@ pub(crate) struct Service {
     pub(crate) static_peers: StaticPeers,
     pub(crate) guard: PeerGuard,
     pub(crate) rates: PeerRates,
+    /// Peers whose gossip send queue keeps overflowing.
+    pub(crate) slow_peers: SlowPeers,
     /// The shared budget of every peer outside `static_peers` (one bucket, under our id).
     pub(crate) unlisted_rates: PeerRates,
     pub(crate) local_peer_id: PeerId,
@@ -229,6 +231,7 @@ impl Service {
                     tracing::debug!(peer = %peer_id, ?cause, "peer disconnected");
                     self.static_peers.on_disconnected(&peer_id, Instant::now());
                     self.rates.forget(&peer_id);
+                    self.slow_peers.forget(&peer_id);
                     self.emit(NetworkEvent::PeerDisconnected(peer_id), Lane::Control);
                 }
                 self.refresh_connected();
@@ -294,6 +297,15 @@ impl Service {
                     u64::try_from(dropped).unwrap_or(u64::MAX),
                     std::sync::atomic::Ordering::Relaxed,
                 );
+                if dropped > 0 && self.slow_peers.report(peer_id, Instant::now()) {
+                    tracing::warn!(
+                        peer = %peer_id,
+                        after = ?crate::config::SLOW_PEER_DISCONNECT_AFTER,
+                        "gossip to this peer kept overflowing: disconnecting (a static peer is re-dialed)"
+                    );
+                    bump(&self.stats.slow_peer_disconnects);
+                    let _ = self.swarm.disconnect_peer_id(peer_id);
+                }
             }
             other => tracing::trace!(?other, "gossipsub"),
         }

@@ -48,6 +48,9 @@ pub struct P2pStats {
     /// Messages gossipsub could not queue for one peer because that peer's send queue was
     /// full (its `SlowPeer` reports): the peer misses them, others still get them.
     pub gossip_slow_peer_dropped: AtomicU64,
+    /// Peers disconnected because their gossip send queue overflowed for
+    /// [`crate::config::SLOW_PEER_DISCONNECT_AFTER`] (static peers are re-dialed).
+    pub slow_peer_disconnects: AtomicU64,
     /// Inbound sync requests received.
     pub requests_inbound: AtomicU64,
     /// Inbound sync requests answered `Refused` at once because the event channel was full.

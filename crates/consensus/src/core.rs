@@ -44,6 +44,48 @@ impl Step {
     }
 }
 
+/// A round as one core saw it ([`Core::round_view`]); `Display` is one compact log line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundView {
+    /// Proposer and block of the proposal received, if any.
+    pub proposal: Option<(ValidatorIndex, Hash)>,
+    /// Each voter with its votes (the first, then conflicting ones); `None` = nil.
+    pub prevotes: Vec<(ValidatorIndex, Vec<Option<Hash>>)>,
+    /// The same for precommits.
+    pub precommits: Vec<(ValidatorIndex, Vec<Option<Hash>>)>,
+}
+
+impl std::fmt::Display for RoundView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn votes(
+            f: &mut std::fmt::Formatter<'_>,
+            votes: &[(ValidatorIndex, Vec<Option<Hash>>)],
+        ) -> std::fmt::Result {
+            f.write_str("[")?;
+            for (i, (validator, values)) in votes.iter().enumerate() {
+                let sep = if i == 0 { "" } else { " " };
+                write!(f, "{sep}v{validator}:")?;
+                for (j, value) in values.iter().enumerate() {
+                    let sep = if j == 0 { "" } else { "," };
+                    match value {
+                        Some(id) => write!(f, "{sep}{id:?}")?,
+                        None => write!(f, "{sep}nil")?,
+                    }
+                }
+            }
+            f.write_str("]")
+        }
+        match &self.proposal {
+            Some((proposer, id)) => write!(f, "proposal v{proposer}:{id:?}")?,
+            None => f.write_str("no proposal")?,
+        }
+        f.write_str(" prevotes ")?;
+        votes(f, &self.prevotes)?;
+        f.write_str(" precommits ")?;
+        votes(f, &self.precommits)
+    }
+}
+
 /// The message log of one round of the current height.
 #[derive(Debug, Clone, Default)]
 struct RoundState {
@@ -168,6 +210,40 @@ impl Core {
                 .find(|id| Some(*id) != proposed)
                 .map(|id| (*round, id))
         })
+    }
+
+    /// Whether `timeout` would change this core's state now (the same test
+    /// [`Core::step`] applies): for a host that logs the timeouts that matter.
+    pub fn timeout_takes_effect(&self, timeout: &Timeout) -> bool {
+        let current = timeout.height == self.height && timeout.round == self.round;
+        match timeout.kind {
+            TimeoutKind::Propose => current && self.step == Step::Propose,
+            TimeoutKind::Prevote => current && self.step == Step::Prevote,
+            TimeoutKind::Precommit => current && !self.decided,
+            TimeoutKind::Commit => {
+                timeout.height == self.height && self.decided && self.step == Step::Commit
+            }
+        }
+    }
+
+    /// What this core holds for `round` of the current height: the proposed block and
+    /// every vote received, for diagnostics.
+    pub fn round_view(&self, round: Round) -> RoundView {
+        let state = self.rounds.get(&round);
+        let votes = |set: Option<&VoteSet>| {
+            set.map_or_else(Vec::new, |set| {
+                set.voters()
+                    .map(|v| (v, set.values_of(v)))
+                    .collect::<Vec<_>>()
+            })
+        };
+        RoundView {
+            proposal: state
+                .and_then(|s| s.proposal)
+                .map(|p| (p.proposal.proposer, p.proposal.block_id)),
+            prevotes: votes(state.map(|s| &s.prevotes)),
+            precommits: votes(state.map(|s| &s.precommits)),
+        }
     }
 
     /// Messages waiting for a later height.

@@ -21,7 +21,7 @@ mod core;
 mod validators;
 mod votes;
 
-pub use crate::core::{Core, Step};
+pub use crate::core::{Core, RoundView, Step};
 pub use validators::{ValidatorSet, ValidatorSetError};
 pub use votes::VoteSet;
 

@@ -66,6 +66,13 @@ impl VoteSet {
         self.votes.get(&validator).and_then(|v| v.first()).copied()
     }
 
+    /// Every value `validator` voted for, first one first.
+    pub fn values_of(&self, validator: ValidatorIndex) -> Vec<Option<Hash>> {
+        self.votes
+            .get(&validator)
+            .map_or_else(Vec::new, |v| v.iter().map(|v| v.vote.block_id).collect())
+    }
+
     /// Power of the validators that voted for `value` (`None` = nil).
     pub fn power_for(&self, value: Option<Hash>) -> u64 {
         self.power_by_value.get(&value).copied().unwrap_or(0)

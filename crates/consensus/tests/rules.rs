@@ -703,3 +703,77 @@ fn quorum_arithmetic() {
     let big = validators(&[u64::MAX / 2, u64::MAX / 2]);
     assert!(big.is_quorum(u64::MAX - 1));
 }
+
+#[test]
+fn timeout_takes_effect_agrees_with_step_and_round_view_shows_the_round() {
+    // Every timeout kind at the current, a past and a future round, in each step the
+    // core passes through: the host's check must predict exactly whether step acts.
+    let kinds = [
+        TimeoutKind::Propose,
+        TimeoutKind::Prevote,
+        TimeoutKind::Precommit,
+        TimeoutKind::Commit,
+    ];
+    let stages: Vec<Vec<Input>> = vec![
+        vec![],
+        vec![proposal(1, 0, None, A, 1), valid(1, A, true)],
+        vec![
+            proposal(1, 0, None, A, 1),
+            valid(1, A, true),
+            vote(VoteKind::Prevote, 1, 0, Some(A), 1),
+            vote(VoteKind::Prevote, 1, 0, Some(A), 2),
+        ],
+        vec![
+            proposal(1, 0, None, A, 1),
+            valid(1, A, true),
+            vote(VoteKind::Prevote, 1, 0, Some(A), 1),
+            vote(VoteKind::Prevote, 1, 0, Some(A), 2),
+            vote(VoteKind::Precommit, 1, 0, Some(A), 1),
+            vote(VoteKind::Precommit, 1, 0, Some(A), 2),
+        ],
+    ];
+    let mut acted = 0;
+    for stage in &stages {
+        for kind in kinds {
+            for (height, round) in [(1, 0), (1, 1), (0, 0), (2, 0)] {
+                let (mut core, _) = started(0);
+                feed(&mut core, stage.clone());
+                let t = Timeout {
+                    kind,
+                    height,
+                    round,
+                };
+                let predicted = core.timeout_takes_effect(&t);
+                let out = core.step(Input::Timeout(t));
+                let stale = out
+                    .iter()
+                    .any(|o| matches!(o, Output::Dropped(DropReason::Stale)));
+                assert_eq!(predicted, !stale, "{kind:?} at ({height}, {round})");
+                acted += usize::from(predicted);
+            }
+        }
+    }
+    assert!(acted >= 4, "some timeouts act ({acted})");
+
+    let (mut core, _) = started(0);
+    feed(
+        &mut core,
+        vec![
+            proposal(1, 0, None, A, 1),
+            vote(VoteKind::Prevote, 1, 0, Some(A), 1),
+            vote(VoteKind::Prevote, 1, 0, None, 2),
+            vote(VoteKind::Prevote, 1, 0, Some(A), 2),
+        ],
+    );
+    let view = core.round_view(0);
+    assert_eq!(view.proposal, Some((1, A)));
+    assert_eq!(
+        view.prevotes,
+        vec![(1, vec![Some(A)]), (2, vec![None, Some(A)])]
+    );
+    assert!(view.precommits.is_empty());
+    let line = view.to_string();
+    assert!(line.starts_with("proposal v1:aaaa"), "{line}");
+    assert!(line.contains("v2:nil,aaaa"), "{line}");
+    assert_eq!(core.round_view(5), RoundView::default());
+}

@@ -82,6 +82,24 @@ enum WalEntry {
     },
 }
 
+/// The precommits a commit certificate is made of, as the votes they were.
+fn certificate_votes(certificate: &CommitCertificate) -> Vec<SignedVote> {
+    certificate
+        .signatures
+        .iter()
+        .map(|s| SignedVote {
+            vote: Vote {
+                kind: VoteKind::Precommit,
+                height: certificate.height,
+                round: certificate.round,
+                block_id: Some(certificate.block_id),
+                validator: s.validator,
+            },
+            signature: s.signature,
+        })
+        .collect()
+}
+
 fn timeout_kind_code(kind: TimeoutKind) -> u8 {
     match kind {
         TimeoutKind::Propose => 0,
@@ -129,6 +147,17 @@ struct SyncTracker {
 /// for this long, the node fetches the block instead of waiting for votes it missed.
 pub const SYNC_STALL: Duration = Duration::from_millis(1000);
 
+/// Waiting this long for the proposal of a round whose proposer has not been heard
+/// deciding the previous height, a validator re-sends that height's commit precommits once.
+///
+/// A validator that lost the previous height's votes (dropped while it was briefly
+/// behind, evicted, a reconnecting link) holds that height's proposal and waits for votes
+/// nobody sends again: its peers have moved on and wait, silent, for *its* proposal. With
+/// nothing ahead to see, it would only sync after [`SYNC_STALL`], and the round would time
+/// out first (gossip-flood: 1.3 s round-1 escalations). The precommits are already in
+/// every other node's seen cache, so for them the re-send costs one hash each.
+pub const PROPOSER_NUDGE_AFTER: Duration = Duration::from_millis(100);
+
 /// The driver.
 pub struct Driver {
     shared: Arc<Shared>,
@@ -171,6 +200,11 @@ pub struct Driver {
     protections: ProtectionsSection,
     /// A timer this late counts as a stall.
     stall_threshold: Duration,
+    /// The certificate of the last height this node decided.
+    last_certificate: Option<CommitCertificate>,
+    /// When to re-send `last_certificate` if the proposal of (height, round) has not come
+    /// ([`PROPOSER_NUDGE_AFTER`]).
+    nudge: Option<(Height, Round, Instant)>,
 }
 
 impl Driver {
@@ -231,6 +265,8 @@ impl Driver {
             fetch_peers: HashMap::new(),
             protections: config.protections.clone(),
             stall_threshold: Duration::from_millis(config.consensus.timeout_propose_ms.max(1)),
+            last_certificate: None,
+            nudge: None,
             shared,
         })
     }
@@ -315,12 +351,27 @@ impl Driver {
                 if lag > self.stall_threshold {
                     self.metrics().driver_stalls.inc();
                 }
+                if timeout.kind != TimeoutKind::Commit && self.core.timeout_takes_effect(&timeout) {
+                    // Rare in a healthy network and the first thing to read after a round
+                    // escalation: who had sent what when this node gave up on the step.
+                    tracing::info!(
+                        height = timeout.height,
+                        round = timeout.round,
+                        kind = ?timeout.kind,
+                        lag_ms = lag.as_millis(),
+                        view = %self.core.round_view(timeout.round),
+                        "consensus timeout"
+                    );
+                }
                 self.log(&WalEntry::Timeout {
                     kind: timeout_kind_code(timeout.kind),
                     height: timeout.height,
                     round: timeout.round,
                 });
                 self.process(Input::Timeout(timeout))?;
+            }
+            if self.nudge.is_some_and(|(_, _, at)| at <= now) {
+                self.nudge_proposer();
             }
             // 2. Imports.
             while let Ok(executed) = self.channels.executed.try_recv() {
@@ -359,6 +410,7 @@ impl Driver {
                 .map(|Reverse((deadline, _, _))| *deadline)
                 .unwrap_or(rebroadcast_at)
                 .min(rebroadcast_at)
+                .min(self.nudge.map_or(rebroadcast_at, |(_, _, at)| at))
                 .min(Instant::now() + SYNC_STALL);
             if !self.channels.inputs.is_empty() {
                 continue;
@@ -484,10 +536,18 @@ impl Driver {
                 if block_id != proposal.proposal.block_id {
                     return Ok(());
                 }
+                let txs = block.txs.len();
                 if !self.blocks.contains_key(&block_id) {
                     self.log(&WalEntry::Block((*block).clone()));
                     self.blocks.insert(block_id, Arc::from(block));
                 }
+                tracing::debug!(
+                    height = proposal.proposal.height,
+                    round = proposal.proposal.round,
+                    proposer = proposal.proposal.proposer,
+                    txs,
+                    "proposal received"
+                );
                 self.log(&WalEntry::Proposal(proposal));
                 self.process(Input::Proposal(proposal))
             }
@@ -602,7 +662,10 @@ impl Driver {
                 self.metrics().evidence.inc();
                 tracing::warn!(offender = evidence.offender(), "equivocation evidence");
             }
-            Output::NewRound { round, .. } => {
+            Output::NewRound { height, round } => {
+                let proposer = self.shared.validators.proposer(height, round);
+                self.nudge = (self.shared.validator_index != Some(proposer))
+                    .then(|| (height, round, Instant::now() + PROPOSER_NUDGE_AFTER));
                 self.shared.consensus_round.store(round, Ordering::Relaxed);
                 self.metrics().round.set(i64::from(round));
             }
@@ -743,6 +806,32 @@ impl Driver {
         }
     }
 
+    /// The proposal of the current round is [`PROPOSER_NUDGE_AFTER`] late: re-send the
+    /// previous height's commit precommits once, in case its proposer is still deciding it.
+    fn nudge_proposer(&mut self) {
+        let Some((height, round, _)) = self.nudge.take() else {
+            return;
+        };
+        if self.core.height() != height
+            || self.core.round() != round
+            || self.core.current_step() != Step::Propose
+        {
+            return;
+        }
+        let Some(certificate) = self
+            .last_certificate
+            .clone()
+            .filter(|c| c.height.checked_add(1) == Some(height))
+        else {
+            return;
+        };
+        self.metrics().proposer_nudges.inc();
+        for vote in certificate_votes(&certificate) {
+            self.resends += 1;
+            self.send(ConsensusMessage::Vote(vote), self.resends);
+        }
+    }
+
     // ----- building and validating blocks ------------------------------------------
 
     /// Answer a pending GetValue once the parent is executed.
@@ -789,6 +878,7 @@ impl Driver {
             last_commit,
         };
         let block_id = block.id();
+        tracing::debug!(height, round, txs = block.txs.len(), "proposing");
         self.log(&WalEntry::Block(block.clone()));
         self.blocks.insert(block_id, Arc::new(block));
         self.log(&WalEntry::ProposeValue {
@@ -900,7 +990,13 @@ impl Driver {
         if certificate.round > 0 {
             self.metrics().round_escalations.inc();
         }
+        tracing::debug!(
+            height = certificate.height,
+            round = certificate.round,
+            "decided"
+        );
         let height = certificate.height;
+        self.last_certificate = Some(certificate.clone());
         self.blocks.retain(|_, b| b.header.height > height);
         self.own_messages.clear();
         if self
@@ -917,6 +1013,7 @@ impl Driver {
         if executed.height <= self.executed.height {
             return Ok(());
         }
+        tracing::debug!(height = executed.height, "parent executed");
         self.executed = executed;
         self.replay_due = true;
         self.try_get_value()?;
@@ -1120,5 +1217,157 @@ impl Driver {
             self.shared.set_sync_state(state);
             self.replay_due = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use basalt_types::Keypair;
+
+    fn vote(keys: &[Keypair], kind: VoteKind, validator: u16, block_id: Hash) -> DriverInput {
+        let vote = Vote {
+            kind,
+            height: 1,
+            round: 0,
+            block_id: Some(block_id),
+            validator,
+        }
+        .sign(&keys[usize::from(validator)]);
+        DriverInput::Consensus(ConsensusMessage::Vote(vote), PeerId::random())
+    }
+
+    #[test]
+    fn a_late_proposal_makes_the_node_resend_the_last_commit_once() {
+        let dir = std::env::temp_dir().join(format!("basalt-nudge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let keys: Vec<Keypair> = (1..=4u8).map(|i| Keypair::from_seed([i; 32])).collect();
+        let shared = crate::state::test_shared(&dir, &keys, 0);
+        assert_ne!(shared.validators.proposer(1, 0), 0);
+        assert_ne!(shared.validators.proposer(2, 0), 0);
+        let config = NodeConfig::default();
+        assert!(config.consensus.timeout_propose_ms >= 1000);
+        let genesis = Executed {
+            height: 0,
+            block_id: Hash::ZERO,
+            time_ms: 1,
+            state_root: shared.app.load().state_root(),
+            certificate: None,
+        };
+        let (inputs, driver_inputs) = mpsc::channel(64);
+        let (executed, executed_inputs) = mpsc::unbounded_channel();
+        let (chain, commits) = crossbeam_channel::bounded(4);
+        let (network, mut published) = mpsc::channel(1024);
+        let mut driver = Driver::new(
+            shared.clone(),
+            &config,
+            genesis.clone(),
+            DriverChannels {
+                inputs: driver_inputs,
+                executed: executed_inputs,
+                chain,
+                network,
+            },
+        )
+        .unwrap();
+        let thread = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async move {
+                    driver.start()?;
+                    driver.run().await
+                })
+        });
+
+        // Height 1: a proposal and the other validators' votes for it.
+        let proposer = shared.validators.proposer(1, 0);
+        let block = Block {
+            header: BlockHeader {
+                height: 1,
+                round: 0,
+                proposer,
+                parent_hash: genesis.block_id,
+                state_root: genesis.state_root,
+                txs_root: txs_root(&[]),
+                time_ms: now_ms(),
+                last_commit_hash: Hash::ZERO,
+            },
+            txs: BoundedVec::new(Vec::new()).unwrap(),
+            last_commit: None,
+        };
+        let block_id = block.id();
+        let proposal = Proposal {
+            height: 1,
+            round: 0,
+            pol_round: None,
+            block_id,
+            proposer,
+        }
+        .sign(&keys[usize::from(proposer)]);
+        let message = ConsensusMessage::Proposal {
+            proposal,
+            block: Box::new(block),
+        };
+        inputs
+            .blocking_send(DriverInput::Consensus(message, PeerId::random()))
+            .unwrap();
+        for kind in [VoteKind::Prevote, VoteKind::Precommit] {
+            for validator in 1..4 {
+                inputs
+                    .blocking_send(vote(&keys, kind, validator, block_id))
+                    .unwrap();
+            }
+        }
+        // This test is the chain worker: it reports the decided block executed.
+        let commit = commits
+            .recv_timeout(Duration::from_secs(10))
+            .expect("height 1 decided");
+        executed
+            .send(Executed {
+                height: 1,
+                block_id,
+                time_ms: commit.block.header.time_ms,
+                state_root: genesis.state_root,
+                certificate: Some(commit.certificate.clone()),
+            })
+            .unwrap();
+
+        // Height 2's proposer stays silent. Until shortly before the propose timeout, the
+        // node re-sends height 1's commit precommits, once.
+        let until = Instant::now() + Duration::from_millis(config.consensus.timeout_propose_ms)
+            - Duration::from_millis(200);
+        let mut resent = Vec::new();
+        while Instant::now() < until {
+            match published.try_recv() {
+                Ok(NetworkCommand::Publish { data, .. }) => {
+                    let gossip = ConsensusGossip::from_bytes(&data).unwrap();
+                    if let ConsensusMessage::Vote(vote) = gossip.message {
+                        if gossip.resend > 0 && vote.vote.height == 1 {
+                            resent.push(vote);
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        assert_eq!(
+            resent,
+            certificate_votes(&commit.certificate),
+            "height 1's precommits re-sent exactly once"
+        );
+        assert!(resent.len() >= 3);
+        assert!(resent
+            .iter()
+            .all(|v| v.verify(shared.validators.validators())));
+        assert_eq!(shared.metrics.proposer_nudges.get(), 1);
+
+        drop(inputs);
+        drop(executed);
+        thread.join().unwrap().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -95,6 +95,9 @@ pub struct Metrics {
     pub gossip_dropped: Family<Labels, Counter>,
     /// Driver turns in which a timer fired more than one propose timeout late.
     pub driver_stalls: Counter,
+    /// Rounds whose proposal was late enough that this node re-sent the previous height's
+    /// commit precommits.
+    pub proposer_nudges: Counter,
     /// Network inputs handled per driver turn.
     pub driver_turn_inputs: Histogram,
 }
@@ -141,6 +144,7 @@ impl Metrics {
             fetch_ended: Family::default(),
             gossip_dropped: Family::default(),
             driver_stalls: Counter::default(),
+            proposer_nudges: Counter::default(),
             driver_turn_inputs: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
         };
         let m = metrics.clone();
@@ -321,6 +325,12 @@ impl Metrics {
             "consensus_driver_stalls",
             "Driver turns in which a timer fired more than one propose timeout late",
             m.driver_stalls,
+        );
+        registry.register(
+            "consensus_proposer_nudges",
+            "Rounds whose proposal was late enough that this node re-sent the previous \
+             height's commit precommits",
+            m.proposer_nudges,
         );
         registry.register(
             "consensus_driver_turn_inputs",

@@ -402,7 +402,20 @@ mod tests {
         );
         assert_eq!(too_far(10, 2, 11, 3), None, "next height: buffered");
         assert_eq!(too_far(10, 2, 11, 500), Some("far_future_round"));
-        assert_eq!(too_far(10, 2, 12, 0), Some("far_future_height"));
+        assert_eq!(
+            too_far(10, 2, 12, 0),
+            None,
+            "a node briefly behind keeps them"
+        );
+        assert_eq!(
+            too_far(10, 2, 10 + FUTURE_HEIGHTS_WINDOW - 1, 0),
+            None,
+            "the last height of the window"
+        );
+        assert_eq!(
+            too_far(10, 2, 10 + FUTURE_HEIGHTS_WINDOW, 0),
+            Some("far_future_height")
+        );
         let _ = too_far(u64::MAX, u32::MAX, u64::MAX, u32::MAX); // no overflow panic
     }
 

@@ -14,7 +14,15 @@ use std::collections::VecDeque;
 pub const PENDING_MAX: usize = 1024;
 /// Messages for heights this far above the one being decided, or further, are dropped
 /// before any lookup or signature check: the node is behind and syncs instead.
-pub const FUTURE_HEIGHTS_WINDOW: u64 = 2;
+///
+/// Not 2: a node whose chain thread falls a few blocks behind for a moment (a slow
+/// fsync, a CPU-starved box) is two heights behind its peers at fast block times, and
+/// with a window of 2 it dropped the votes of the height it was about to reach. It then
+/// held that height's proposal but none of its votes, learned of nothing ahead (its peers
+/// were waiting for *its* proposal of the next height) and sat until the propose timeout
+/// (gossip-flood: 1.3 s round-1 escalations). Four heights cover ~40 ms of lag at
+/// commit wait 0; what the wider window admits is still bounded by [`PENDING_MAX`].
+pub const FUTURE_HEIGHTS_WINDOW: u64 = 4;
 
 /// Why a message was buffered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -211,6 +211,52 @@ impl Shared {
     }
 }
 
+/// A node's shared state for tests: validators `keys` (power 1 each, no accounts), this
+/// node being `index`, its store in `dir`.
+#[cfg(test)]
+pub(crate) fn test_shared(dir: &std::path::Path, keys: &[Keypair], index: u16) -> Arc<Shared> {
+    use basalt_types::{Genesis, ValidatorInfo};
+    let validators: Vec<ValidatorInfo> = keys
+        .iter()
+        .map(|key| ValidatorInfo {
+            public_key: key.public(),
+            power: 1,
+        })
+        .collect();
+    let genesis = Genesis {
+        chain_id: "c".into(),
+        genesis_time_ms: 1,
+        validators: validators.clone(),
+        assets: vec![],
+        accounts: vec![],
+        markets: vec![],
+        task_generators: vec![],
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    let (events, _) = tokio::sync::broadcast::channel(1);
+    Arc::new(Shared {
+        chain_id: "c".into(),
+        validators: ValidatorSet::new(validators).expect("test validator set"),
+        validator_index: Some(index),
+        keypair: keys[usize::from(index)].clone(),
+        node_id: "test".into(),
+        store: Arc::new(Store::open(&dir.join("db.redb")).expect("test store")),
+        app: ArcSwap::from_pointee(App::from_genesis(&genesis).expect("test genesis")),
+        mempool: Mutex::new(Mempool::new(Default::default())),
+        rejected: Mutex::new(Rejected::default()),
+        metrics: Metrics::register(&mut registry),
+        latest: ArcSwap::from_pointee(Latest::default()),
+        consensus_height: AtomicU64::new(1),
+        consensus_round: AtomicU32::new(0),
+        sync: AtomicU8::new(0),
+        peers: AtomicUsize::new(0),
+        events,
+        tips: Mutex::new(crate::tips::Tips::default()),
+        slots: Mutex::new(crate::slots::SlotGuard::default()),
+        commit_times: Mutex::new(CommitTimes::default()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -561,47 +561,7 @@ mod tests {
     /// A node's shared state with validator 0 = `Keypair::from_seed([7; 32])`, its store
     /// in `dir`.
     fn shared(dir: &std::path::Path) -> Arc<Shared> {
-        use crate::state::{CommitTimes, Latest, Rejected};
-        use arc_swap::ArcSwap;
-        use basalt_types::{Genesis, ValidatorInfo};
-        use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, AtomicUsize};
-        use std::sync::Mutex;
-        let validators = vec![ValidatorInfo {
-            public_key: Keypair::from_seed([7; 32]).public(),
-            power: 1,
-        }];
-        let genesis = Genesis {
-            chain_id: "c".into(),
-            genesis_time_ms: 1,
-            validators: validators.clone(),
-            assets: vec![],
-            accounts: vec![],
-            markets: vec![],
-            task_generators: vec![],
-        };
-        let mut registry = prometheus_client::registry::Registry::default();
-        let (events, _) = tokio::sync::broadcast::channel(1);
-        Arc::new(Shared {
-            chain_id: "c".into(),
-            validators: basalt_consensus::ValidatorSet::new(validators).unwrap(),
-            validator_index: Some(0),
-            keypair: Keypair::from_seed([7; 32]),
-            node_id: "test".into(),
-            store: Arc::new(basalt_storage::Store::open(&dir.join("db.redb")).unwrap()),
-            app: ArcSwap::from_pointee(basalt_app::App::from_genesis(&genesis).unwrap()),
-            mempool: Mutex::new(crate::mempool::Mempool::new(Default::default())),
-            rejected: Mutex::new(Rejected::default()),
-            metrics: Metrics::register(&mut registry),
-            latest: ArcSwap::from_pointee(Latest::default()),
-            consensus_height: AtomicU64::new(1),
-            consensus_round: AtomicU32::new(0),
-            sync: AtomicU8::new(0),
-            peers: AtomicUsize::new(0),
-            events,
-            tips: Mutex::new(crate::tips::Tips::default()),
-            slots: Mutex::new(crate::slots::SlotGuard::default()),
-            commit_times: Mutex::new(CommitTimes::default()),
-        })
+        crate::state::test_shared(dir, &[Keypair::from_seed([7; 32])], 0)
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub execute_duration: Histogram,
     /// Time to persist a block.
     pub persist_duration: Histogram,
+    /// Blocks made durable per storage transaction.
+    pub persist_batch: Histogram,
     /// Admission into this node's mempool → executed in a committed block.
     pub mempool_wait: Histogram,
     /// Signatures verified by the pool, by kind.
@@ -129,6 +131,7 @@ impl Metrics {
             synced_blocks: Counter::default(),
             execute_duration: latency_histogram(),
             persist_duration: latency_histogram(),
+            persist_batch: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
             mempool_wait: latency_histogram(),
             signatures_verified: Family::default(),
             gossip_invalid: Family::default(),
@@ -253,8 +256,14 @@ impl Metrics {
         );
         registry.register(
             "chain_persist_duration_seconds",
-            "Time to persist a block",
+            "Time to make a batch of blocks durable (one storage transaction)",
             m.persist_duration,
+        );
+        registry.register(
+            "chain_persist_batch_blocks",
+            "Blocks made durable per storage transaction (more than one when blocks queued \
+             up behind an fsync)",
+            m.persist_batch,
         );
         registry.register(
             "signatures_verified",

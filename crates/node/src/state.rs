@@ -233,7 +233,7 @@ pub(crate) fn test_shared(dir: &std::path::Path, keys: &[Keypair], index: u16) -
         task_generators: vec![],
     };
     let mut registry = prometheus_client::registry::Registry::default();
-    let (events, _) = tokio::sync::broadcast::channel(1);
+    let (events, _) = tokio::sync::broadcast::channel(1024);
     Arc::new(Shared {
         chain_id: "c".into(),
         validators: ValidatorSet::new(validators).expect("test validator set"),

@@ -139,6 +139,19 @@ pub const CONSENSUS_CACHE_BYTES: usize = 1024 * 1024;
 /// One WAL entry to append: (height, opaque bytes).
 pub type WalEntry = (u64, Vec<u8>);
 
+/// One decided block for [`Store::commit_blocks`].
+#[derive(Debug, Clone, Copy)]
+pub struct BlockRecord<'a> {
+    /// The block.
+    pub block: &'a Block,
+    /// The certificate that committed it.
+    pub certificate: &'a CommitCertificate,
+    /// One receipt per transaction, in block order.
+    pub receipts: &'a [Receipt],
+    /// The state root after executing it.
+    pub state_root_after: Hash,
+}
+
 /// The durable store of one node.
 pub struct Store {
     /// Blocks, certificates, receipts, the transaction index, state roots.
@@ -199,7 +212,7 @@ impl Store {
     }
 
     /// Persist a decided block, its certificate, receipts (indexing every transaction) and
-    /// the state root after it, and clear the WAL, in one fsynced transaction.
+    /// the state root after it, in one fsynced transaction.
     pub fn commit_block(
         &self,
         block: &Block,
@@ -207,29 +220,53 @@ impl Store {
         receipts: &[Receipt],
         state_root_after: Hash,
     ) -> Result<()> {
-        let height = block.header.height;
-        let last = self.last_height()?;
-        if height != last + 1 {
-            return Err(StoreError::OutOfOrder { last, got: height });
+        self.commit_blocks(&[BlockRecord {
+            block,
+            certificate,
+            receipts,
+            state_root_after,
+        }])
+    }
+
+    /// Persist consecutive decided blocks in one fsynced transaction (a group commit: a
+    /// node that fell behind pays one fsync for the blocks that queued up, not one each).
+    /// All or nothing: a block out of order fails the whole batch and stores none of it.
+    pub fn commit_blocks(&self, records: &[BlockRecord<'_>]) -> Result<()> {
+        let mut last = self.last_height()?;
+        for record in records {
+            let height = record.block.header.height;
+            if Some(height) != last.checked_add(1) {
+                return Err(StoreError::OutOfOrder { last, got: height });
+            }
+            if record.receipts.len() != record.block.txs.len() {
+                return Err(corrupt("receipts", "one receipt per transaction expected"));
+            }
+            last = height;
+        }
+        if records.is_empty() {
+            return Ok(());
         }
         let txn = self.db.begin_write()?;
         {
-            txn.open_table(BLOCKS)?
-                .insert(height, encode(block).as_slice())?;
-            txn.open_table(BLOCK_IDS)?.insert(&block.id().0, height)?;
-            txn.open_table(CERTIFICATES)?
-                .insert(height, encode(certificate).as_slice())?;
-            txn.open_table(ROOTS)?.insert(height, &state_root_after.0)?;
-            if receipts.len() != block.txs.len() {
-                return Err(corrupt("receipts", "one receipt per transaction expected"));
-            }
+            let mut blocks = txn.open_table(BLOCKS)?;
+            let mut block_ids = txn.open_table(BLOCK_IDS)?;
+            let mut certificates = txn.open_table(CERTIFICATES)?;
+            let mut roots = txn.open_table(ROOTS)?;
             let mut index_table = txn.open_table(TX_INDEX)?;
             let mut receipts_table = txn.open_table(RECEIPTS)?;
-            for (index, receipt) in receipts.iter().enumerate() {
-                let index =
-                    u32::try_from(index).map_err(|_| corrupt("receipts", "index beyond u32"))?;
-                index_table.insert(&receipt.tx_hash.0, (height, index))?;
-                receipts_table.insert((height, index), encode(receipt).as_slice())?;
+            for record in records {
+                let block = record.block;
+                let height = block.header.height;
+                blocks.insert(height, encode(block).as_slice())?;
+                block_ids.insert(&block.id().0, height)?;
+                certificates.insert(height, encode(record.certificate).as_slice())?;
+                roots.insert(height, &record.state_root_after.0)?;
+                for (index, receipt) in record.receipts.iter().enumerate() {
+                    let index = u32::try_from(index)
+                        .map_err(|_| corrupt("receipts", "index beyond u32"))?;
+                    index_table.insert(&receipt.tx_hash.0, (height, index))?;
+                    receipts_table.insert((height, index), encode(receipt).as_slice())?;
+                }
             }
         }
         txn.commit()?;

@@ -1,7 +1,7 @@
 //! Store round trips, ordering, WAL and signing state durability across reopen.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use basalt_storage::{SigningState, Store, StoreError};
+use basalt_storage::{BlockRecord, SigningState, Store, StoreError};
 use basalt_types::*;
 
 fn block(height: u64, parent: Hash, txs: Vec<SignedTx>) -> Block {
@@ -134,4 +134,41 @@ fn wal_is_pruned_by_height_and_signing_state_persists() {
     store.prune_consensus(2).unwrap();
     assert!(store.signed_at(1).unwrap().is_empty());
     assert!(store.wal(2).unwrap().is_empty());
+}
+
+#[test]
+fn a_group_commit_stores_every_block_or_none() {
+    let path = temp_path("group");
+    let store = Store::open(&path).unwrap();
+    let blocks: Vec<Block> = (1..=4).fold(Vec::new(), |mut chain, height| {
+        let parent = chain.last().map_or(Hash::ZERO, Block::id);
+        chain.push(block(height, parent, vec![]));
+        chain
+    });
+    let certificates: Vec<CommitCertificate> = blocks.iter().map(certificate).collect();
+    let record = |i: usize| BlockRecord {
+        block: &blocks[i],
+        certificate: &certificates[i],
+        receipts: &[],
+        state_root_after: sha256(&[i as u8]),
+    };
+    store.commit_blocks(&[record(0), record(1)]).unwrap();
+    assert_eq!(store.reader().unwrap().last_height().unwrap(), 2);
+    // A gap inside the batch: nothing of it is stored, not even the block before the gap.
+    assert!(matches!(
+        store.commit_blocks(&[record(2), record(0)]),
+        Err(StoreError::OutOfOrder { last: 3, got: 1 })
+    ));
+    assert_eq!(store.reader().unwrap().last_height().unwrap(), 2);
+    assert_eq!(store.reader().unwrap().block(3).unwrap(), None);
+    store.commit_blocks(&[]).unwrap();
+    store.commit_blocks(&[record(2), record(3)]).unwrap();
+    let reader = store.reader().unwrap();
+    assert_eq!(reader.last_height().unwrap(), 4);
+    assert_eq!(reader.block(4).unwrap(), Some(blocks[3].clone()));
+    assert_eq!(reader.state_root_after(3).unwrap(), Some(sha256(&[2])));
+    assert_eq!(
+        reader.certificate(4).unwrap(),
+        Some(certificates[3].clone())
+    );
 }

@@ -201,9 +201,13 @@ pub fn resident_bytes(pid: u32) -> Option<u64> {
 }
 
 /// Environment variable with the log filter of the lab's nodes and gateway (`RUST_LOG`
-/// syntax, e.g. `warn,basalt_p2p=debug`); unset, they log warnings and errors only.
+/// syntax, e.g. `warn,basalt_p2p=debug`); unset, [`NODE_LOG_DEFAULT`].
 pub const NODE_LOG_ENV: &str = "BASALT_LAB_NODE_LOG";
+/// The nodes' log filter when [`NODE_LOG_ENV`] is unset: warnings, and every consensus
+/// timeout that moved a round with the round as that node saw it (rare, and the first
+/// thing to read after an escalation).
+pub const NODE_LOG_DEFAULT: &str = "warn,basalt_node::driver=info";
 
 fn node_log_filter() -> String {
-    std::env::var(NODE_LOG_ENV).unwrap_or_else(|_| "warn".into())
+    std::env::var(NODE_LOG_ENV).unwrap_or_else(|_| NODE_LOG_DEFAULT.into())
 }

@@ -93,6 +93,10 @@ pub fn flooded_facts(scrapes: &[Scrape]) -> Vec<(String, String)> {
         "driver stalls (flooded)".into(),
         format!("{}", delta("basalt_consensus_driver_stalls_total")),
     ));
+    facts.push((
+        "late proposals: last commit re-sent (flooded)".into(),
+        format!("{}", delta("basalt_consensus_proposer_nudges_total")),
+    ));
     let max_of = |name: &str| {
         scrapes
             .iter()

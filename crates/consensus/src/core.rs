@@ -212,8 +212,8 @@ impl Core {
         })
     }
 
-    /// Whether `timeout` would change this core's state now (the same test
-    /// [`Core::step`] applies): for a host that logs the timeouts that matter.
+    /// Whether `timeout` would change this core's state now ([`Core::step`] drops it as
+    /// stale otherwise): for a host that logs the timeouts that matter.
     pub fn timeout_takes_effect(&self, timeout: &Timeout) -> bool {
         let current = timeout.height == self.height && timeout.round == self.round;
         match timeout.kind {
@@ -433,31 +433,27 @@ impl Core {
     }
 
     fn on_timeout(&mut self, timeout: Timeout, out: &mut Vec<Output>) {
-        if timeout.height != self.height {
+        if !self.timeout_takes_effect(&timeout) {
             return out.push(Output::Dropped(DropReason::Stale));
         }
-        let current = timeout.round == self.round;
         match timeout.kind {
             // Lines 57-60: OnTimeoutPropose.
-            TimeoutKind::Propose if current && self.step == Step::Propose => {
+            TimeoutKind::Propose => {
                 self.cast(VoteKind::Prevote, None, out);
                 self.set_step(Step::Prevote, out);
             }
             // Lines 61-64: OnTimeoutPrevote.
-            TimeoutKind::Prevote if current && self.step == Step::Prevote => {
+            TimeoutKind::Prevote => {
                 self.cast(VoteKind::Precommit, None, out);
                 self.set_step(Step::Precommit, out);
             }
             // Lines 65-67: OnTimeoutPrecommit.
-            TimeoutKind::Precommit if current && !self.decided => match self.round.checked_add(1) {
+            TimeoutKind::Precommit => match self.round.checked_add(1) {
                 Some(next) => self.start_round(next, out),
                 None => out.push(Output::Dropped(DropReason::Stale)),
             },
             // End of the commit wait.
-            TimeoutKind::Commit if self.decided && self.step == Step::Commit => {
-                self.next_height(out);
-            }
-            _ => out.push(Output::Dropped(DropReason::Stale)),
+            TimeoutKind::Commit => self.next_height(out),
         }
     }
 

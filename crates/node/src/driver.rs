@@ -88,13 +88,7 @@ fn certificate_votes(certificate: &CommitCertificate) -> Vec<SignedVote> {
         .signatures
         .iter()
         .map(|s| SignedVote {
-            vote: Vote {
-                kind: VoteKind::Precommit,
-                height: certificate.height,
-                round: certificate.round,
-                block_id: Some(certificate.block_id),
-                validator: s.validator,
-            },
+            vote: certificate.vote_of(s.validator),
             signature: s.signature,
         })
         .collect()
@@ -147,8 +141,9 @@ struct SyncTracker {
 /// for this long, the node fetches the block instead of waiting for votes it missed.
 pub const SYNC_STALL: Duration = Duration::from_millis(1000);
 
-/// Waiting this long for the proposal of a round whose proposer has not been heard
-/// deciding the previous height, a validator re-sends that height's commit precommits once.
+/// Waiting this long for the proposal of a round (another validator's), a validator
+/// re-sends the previous height's commit precommits once, in case the proposer is still
+/// deciding that height.
 ///
 /// A validator that lost the previous height's votes (dropped while it was briefly
 /// behind, evicted, a reconnecting link) holds that height's proposal and waits for votes

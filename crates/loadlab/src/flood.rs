@@ -17,23 +17,29 @@
 //! own duplicate filter does none of the node's work. The flood is bounded in time and count
 //! and stops by itself.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use basalt_node::messages::{ConsensusGossip, ConsensusMessage};
-use basalt_p2p::{Multiaddr, P2pConfig, Topic};
+use basalt_p2p::{Multiaddr, Topic};
 use basalt_types::crypto::sha256;
 use basalt_types::{
     Block, BlockHeader, BoundedVec, Hash, Keypair, Proposal, Round, Signature, SignedVote, Vote,
     VoteKind,
 };
 use serde::Serialize;
+use wire::Identity;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the flooder asks the target for its height and round.
 const TIP_POLL: Duration = Duration::from_millis(50);
-/// How long a fresh identity may take to connect before the flood gives up.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How often the flooder writes: each tick's messages go out in frames of many messages.
+const TICK: Duration = Duration::from_millis(2);
+/// Most messages in one gossipsub RPC frame (~200 bytes each: ~50 KB, far under the
+/// frame limit of a node, which carries whole blocks).
+const FRAME_MESSAGES_MAX: usize = 256;
+/// How long the writers may take to finish their queued frames at the end.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Far-future votes signed once and re-sent.
 const FAR_POOL: usize = 1024;
 /// How far ahead those are.
@@ -68,11 +74,12 @@ pub struct FloodConfig {
 /// What the flooder did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct FloodReport {
-    /// Messages handed to the flooder's gossipsub.
+    /// Messages framed and queued for writing to the target.
     pub sent: u64,
-    /// Messages not sent because the flooder's own command queue was full.
+    /// Messages not sent (nor generated) because the identity's frame queue was full: the
+    /// target (or the machine) did not take them as fast as offered.
     pub backpressured: u64,
-    /// Messages sent per second, measured.
+    /// Messages written to the target per second over the flood, measured.
     pub rate_achieved: f64,
     /// Far-future-height votes.
     pub far_future_height: u64,
@@ -86,16 +93,10 @@ pub struct FloodReport {
     pub junk: u64,
     /// Identities used (1 + reconnections after a ban or disconnect).
     pub identities: u32,
-    /// Messages the flooder's gossipsub actually published (sent to the target).
-    pub p2p_published: u64,
-    /// Publishes its gossipsub refused (send queues full, no subscribed peer).
-    pub p2p_publish_failed: u64,
-}
-
-fn add_p2p_stats(report: &mut FloodReport, handle: &basalt_p2p::NetworkHandle) {
-    let stats = &handle.stats().consensus;
-    report.p2p_published += stats.published.load(Ordering::Relaxed);
-    report.p2p_publish_failed += stats.publish_failed.load(Ordering::Relaxed);
+    /// Messages written to the target's gossipsub stream.
+    pub written: u64,
+    /// Messages in frames whose write failed (the connection went away).
+    pub write_failed: u64,
 }
 
 #[derive(Default)]
@@ -136,60 +137,37 @@ async fn poll_tip(rpc: String, tip: Arc<Tip>, stop: Arc<std::sync::atomic::Atomi
     }
 }
 
-/// One flooder identity: a p2p service connected to the target.
-struct Identity {
-    handle: basalt_p2p::NetworkHandle,
-    drain: tokio::task::JoinHandle<()>,
-}
-
-async fn connect(config: &FloodConfig, seed: u64) -> Result<Identity> {
-    let key = sha256(&[b"basalt-flood".as_slice(), &seed.to_le_bytes()].concat()).0;
-    let mut p2p = P2pConfig::new(key, "/ip4/127.0.0.1/tcp/0".parse()?);
-    p2p.peers.push(config.target.clone());
-    let (handle, mut events) = basalt_p2p::spawn(p2p).context("flooder p2p")?;
-    // Nobody reads what the network says to the flooder.
-    let drain = tokio::spawn(async move { while events.recv().await.is_some() {} });
-    let deadline = Instant::now() + CONNECT_TIMEOUT;
-    while handle.connected_peers() == 0 {
-        if Instant::now() > deadline {
-            handle.shutdown().await;
-            drain.abort();
-            anyhow::bail!("flooder could not connect to {}", config.target);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    // Let gossipsub learn the target's subscriptions before the first publish.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    Ok(Identity { handle, drain })
+/// The key of flooder identity number `seed`.
+fn identity_key(seed: u64) -> [u8; 32] {
+    sha256(&[b"basalt-flood".as_slice(), &seed.to_le_bytes()].concat()).0
 }
 
 async fn flood(config: &FloodConfig, tip: &Tip) -> Result<FloodReport> {
     let mut report = FloodReport::default();
     let mut identity_seed = u64::from(std::process::id()) << 32;
-    // Several identities at once (a Sybil flood): one connection's gossipsub queue cannot
-    // carry the whole rate, and the node limits each peer's share.
+    // Several identities at once (a Sybil flood): the node limits each peer's share.
     let mut identities = Vec::with_capacity(config.connections.max(1));
     for _ in 0..config.connections.max(1) {
         identity_seed += 1;
-        identities.push(connect(config, identity_seed).await?);
+        identities.push(Identity::connect(&config.target, identity_key(identity_seed)).await?);
         report.identities += 1;
     }
     let mut generator = Generator::new(config);
     let started = Instant::now();
     let end = started + config.duration;
-    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut next = 0usize;
+    let mut frame = Vec::with_capacity(FRAME_MESSAGES_MAX);
     while Instant::now() < end && !config.stop.load(Ordering::Relaxed) {
         tick.tick().await;
         for identity in identities.iter_mut() {
-            if identity.handle.connected_peers() == 0 {
+            if !identity.is_alive() {
                 // Banned (junk) or dropped: come back as someone else.
-                add_p2p_stats(&mut report, &identity.handle);
-                identity.handle.shutdown().await;
-                identity.drain.abort();
                 identity_seed += 1;
-                *identity = connect(config, identity_seed).await?;
+                let fresh = Identity::connect(&config.target, identity_key(identity_seed)).await?;
+                let gone = std::mem::replace(identity, fresh);
+                add_written(&mut report, gone.shutdown(Duration::ZERO).await);
                 report.identities += 1;
             }
         }
@@ -197,35 +175,52 @@ async fn flood(config: &FloodConfig, tip: &Tip) -> Result<FloodReport> {
         let due = (elapsed * config.rate as f64) as u64;
         let height = tip.height.load(Ordering::Relaxed).max(1);
         let round = tip.round.load(Ordering::Relaxed);
+        // This tick's messages go out in frames, each to the next identity in turn.
         while report.sent + report.backpressured < due {
-            let (kind, data) = generator.next(height, round);
+            let count = (due - report.sent - report.backpressured).min(FRAME_MESSAGES_MAX as u64);
             next = (next + 1) % identities.len().max(1);
             let Some(identity) = identities.get(next) else {
                 break;
             };
-            match identity.handle.try_publish(Topic::Consensus, data) {
-                Ok(()) => {
-                    report.sent += 1;
-                    match kind {
-                        Kind::FarHeight => report.far_future_height += 1,
-                        Kind::FarRound => report.far_future_round += 1,
-                        Kind::Unknown => report.unknown_block += 1,
-                        Kind::Resend => report.resends += 1,
-                        Kind::Junk => report.junk += 1,
-                    }
+            if !identity.has_room() {
+                // Not generated at all: signing what cannot be sent only takes CPU from
+                // the validators.
+                report.backpressured += count;
+                continue;
+            }
+            for _ in 0..count {
+                let (kind, data) = generator.next(height, round);
+                match kind {
+                    Kind::FarHeight => report.far_future_height += 1,
+                    Kind::FarRound => report.far_future_round += 1,
+                    Kind::Unknown => report.unknown_block += 1,
+                    Kind::Resend => report.resends += 1,
+                    Kind::Junk => report.junk += 1,
                 }
-                Err(_) => report.backpressured += 1,
+                frame.push(data);
+            }
+            let payloads = std::mem::replace(&mut frame, Vec::with_capacity(FRAME_MESSAGES_MAX));
+            if identity.send(wire::rpc_frame(Topic::Consensus.name(), payloads), count) {
+                report.sent += count;
+            } else {
+                report.backpressured += count;
             }
         }
     }
+    let flooded = started.elapsed().as_secs_f64().max(1e-9);
     for identity in identities {
-        add_p2p_stats(&mut report, &identity.handle);
-        identity.handle.shutdown().await;
-        identity.drain.abort();
+        add_written(&mut report, identity.shutdown(SHUTDOWN_GRACE).await);
     }
-    report.rate_achieved = report.sent as f64 / started.elapsed().as_secs_f64().max(1e-9);
+    report.rate_achieved = report.written as f64 / flooded;
     Ok(report)
 }
+
+fn add_written(report: &mut FloodReport, (written, failed): (u64, u64)) {
+    report.written += written;
+    report.write_failed += failed;
+}
+
+mod wire;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Kind {

@@ -427,13 +427,13 @@ impl Workload for GossipFlood {
         ];
         match report.as_ref() {
             Some(Ok(r)) => facts.extend([
-                ("flood sent".into(), r.sent.to_string()),
+                ("flood sent (framed and queued)".into(), r.sent.to_string()),
                 (
-                    "flood rate achieved".into(),
+                    "flood rate achieved (written to the flooded validator)".into(),
                     format!("{:.0} msgs/s", r.rate_achieved),
                 ),
                 (
-                    "flood backpressured (flooder's own queue)".into(),
+                    "flood backpressured (flooder's frame queues full; not generated)".into(),
                     r.backpressured.to_string(),
                 ),
                 (
@@ -455,12 +455,12 @@ impl Workload for GossipFlood {
                     format!("{FLOOD_CONNECTIONS} / {}", r.identities),
                 ),
                 (
-                    "flooder gossipsub published".into(),
-                    r.p2p_published.to_string(),
+                    "flood written to the flooded validator's gossipsub streams".into(),
+                    r.written.to_string(),
                 ),
                 (
-                    "flooder gossipsub publish failed (its send queues full)".into(),
-                    r.p2p_publish_failed.to_string(),
+                    "flood lost with a closed connection".into(),
+                    r.write_failed.to_string(),
                 ),
             ]),
             Some(Err(e)) => facts.push(("flooder failed".into(), e.clone())),

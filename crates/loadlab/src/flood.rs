@@ -26,10 +26,10 @@ use basalt_types::{
     VoteKind,
 };
 use serde::Serialize;
-use wire::Identity;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wire::Identity;
 
 /// How often the flooder asks the target for its height and round.
 const TIP_POLL: Duration = Duration::from_millis(50);
@@ -149,7 +149,14 @@ async fn flood(config: &FloodConfig, tip: &Tip) -> Result<FloodReport> {
     let mut identities = Vec::with_capacity(config.connections.max(1));
     for _ in 0..config.connections.max(1) {
         identity_seed += 1;
-        identities.push(Identity::connect(&config.target, identity_key(identity_seed)).await?);
+        identities.push(
+            Identity::connect(
+                &config.target,
+                identity_key(identity_seed),
+                Topic::Consensus.name(),
+            )
+            .await?,
+        );
         report.identities += 1;
     }
     let mut generator = Generator::new(config);
@@ -165,7 +172,12 @@ async fn flood(config: &FloodConfig, tip: &Tip) -> Result<FloodReport> {
             if !identity.is_alive() {
                 // Banned (junk) or dropped: come back as someone else.
                 identity_seed += 1;
-                let fresh = Identity::connect(&config.target, identity_key(identity_seed)).await?;
+                let fresh = Identity::connect(
+                    &config.target,
+                    identity_key(identity_seed),
+                    Topic::Consensus.name(),
+                )
+                .await?;
                 let gone = std::mem::replace(identity, fresh);
                 add_written(&mut report, gone.shutdown(Duration::ZERO).await);
                 report.identities += 1;

@@ -30,11 +30,22 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of the target's stream is read at a time (and thrown away).
 const DRAIN_CHUNK: usize = 16 * 1024;
 
-/// gossipsub's `RPC` message (rpc.proto), only the part the flooder writes.
+/// gossipsub's `RPC` message (rpc.proto), only the parts the flooder writes.
 #[derive(Clone, PartialEq, prost::Message)]
 struct Rpc {
+    #[prost(message, repeated, tag = "1")]
+    subscriptions: Vec<Subscription>,
     #[prost(message, repeated, tag = "2")]
     publish: Vec<Published>,
+}
+
+/// gossipsub's `SubOpts`.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Subscription {
+    #[prost(bool, tag = "1")]
+    subscribe: bool,
+    #[prost(string, tag = "2")]
+    topic: String,
 }
 
 /// gossipsub's `Message`, anonymous: no author, sequence number, signature or key (the
@@ -50,6 +61,7 @@ struct Published {
 /// One length-delimited gossipsub RPC frame publishing every payload on `topic`.
 pub fn rpc_frame(topic: &str, payloads: Vec<Vec<u8>>) -> Vec<u8> {
     Rpc {
+        subscriptions: Vec::new(),
         publish: payloads
             .into_iter()
             .map(|data| Published {
@@ -57,6 +69,19 @@ pub fn rpc_frame(topic: &str, payloads: Vec<Vec<u8>>) -> Vec<u8> {
                 topic: topic.to_owned(),
             })
             .collect(),
+    }
+    .encode_length_delimited_to_vec()
+}
+
+/// A frame subscribing to `topic`: the target then sends the flooder what it publishes
+/// there, as to any subscriber (an attacker that subscribes costs it that too).
+fn subscribe_frame(topic: &str) -> Vec<u8> {
+    Rpc {
+        subscriptions: vec![Subscription {
+            subscribe: true,
+            topic: topic.to_owned(),
+        }],
+        publish: Vec::new(),
     }
     .encode_length_delimited_to_vec()
 }
@@ -90,8 +115,8 @@ fn target_peer(target: &Multiaddr) -> Result<PeerId> {
 }
 
 impl Identity {
-    /// Connect to `target` as the identity derived from `seed`.
-    pub async fn connect(target: &Multiaddr, seed: [u8; 32]) -> Result<Identity> {
+    /// Connect to `target` as the identity derived from `seed`, subscribed to `topic`.
+    pub async fn connect(target: &Multiaddr, seed: [u8; 32], topic: &str) -> Result<Identity> {
         let peer = target_peer(target)?;
         let keypair = identity::Keypair::ed25519_from_bytes(seed).context("flooder key")?;
         let mut swarm = SwarmBuilder::with_existing_identity(keypair)
@@ -148,7 +173,11 @@ impl Identity {
                 anyhow::bail!("flooder could not connect to {target}");
             }
             let wait = deadline.saturating_duration_since(Instant::now());
-            if wait.is_zero() || tokio::time::timeout(wait, connected.changed()).await.is_err() {
+            if wait.is_zero()
+                || tokio::time::timeout(wait, connected.changed())
+                    .await
+                    .is_err()
+            {
                 driver.abort();
                 drain.abort();
                 anyhow::bail!("flooder could not connect to {target} within {CONNECT_TIMEOUT:?}");
@@ -156,6 +185,7 @@ impl Identity {
         }
         let (frames, mut queued) = mpsc::channel::<(Vec<u8>, u64)>(FRAMES_QUEUED_MAX);
         let writer_counters = counters.clone();
+        let subscribe = subscribe_frame(topic);
         let writer = tokio::spawn(async move {
             let counters = writer_counters;
             let mut stream = match control.open_stream(peer, GOSSIPSUB_PROTOCOL).await {
@@ -166,6 +196,10 @@ impl Identity {
                     return;
                 }
             };
+            if stream.write_all(&subscribe).await.is_err() {
+                counters.closed.store(true, Ordering::Relaxed);
+                return;
+            }
             while let Some((frame, messages)) = queued.recv().await {
                 let written = async {
                     stream.write_all(&frame).await?;
@@ -230,12 +264,17 @@ mod tests {
     use basalt_p2p::{NetworkEvent, P2pConfig, Topic};
 
     #[test]
+    fn a_subscription_is_a_length_prefixed_rpc_of_sub_opts() {
+        // length 7; subscriptions(1) {subscribe(1) true, topic_id(2) "t"}
+        assert_eq!(subscribe_frame("t"), [7, 0x0a, 5, 0x08, 1, 0x12, 1, b't']);
+    }
+
+    #[test]
     fn a_frame_is_a_length_prefixed_rpc_of_anonymous_messages() {
         let frame = rpc_frame("t", vec![b"ab".to_vec(), b"c".to_vec()]);
         // length 17; publish(2) {data(2) "ab", topic(4) "t"}; publish(2) {data "c", topic "t"}
         let expected = [
-            17, 0x12, 7, 0x12, 2, b'a', b'b', 0x22, 1, b't', 0x12, 6, 0x12, 1, b'c', 0x22, 1,
-            b't',
+            17, 0x12, 7, 0x12, 2, b'a', b'b', 0x22, 1, b't', 0x12, 6, 0x12, 1, b'c', 0x22, 1, b't',
         ];
         assert_eq!(frame, expected);
     }
@@ -243,9 +282,11 @@ mod tests {
     /// A real node's gossipsub takes every message of the flooder's frames as published.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_basalt_node_receives_every_message_of_a_frame() {
-        let (node, mut events) =
-            basalt_p2p::spawn(P2pConfig::new([7; 32], "/ip4/127.0.0.1/tcp/0".parse().unwrap()))
-                .unwrap();
+        let (node, mut events) = basalt_p2p::spawn(P2pConfig::new(
+            [7; 32],
+            "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+        ))
+        .unwrap();
         let mut listen = node.listen_addrs().await;
         for _ in 0..100 {
             if !listen.is_empty() {
@@ -259,7 +300,9 @@ mod tests {
             .expect("node listens")
             .clone()
             .with(Protocol::P2p(node.peer_id()));
-        let flooder = Identity::connect(&target, [9; 32]).await.unwrap();
+        let flooder = Identity::connect(&target, [9; 32], Topic::Consensus.name())
+            .await
+            .unwrap();
         let payloads: Vec<Vec<u8>> = (0u32..50).map(|i| i.to_le_bytes().repeat(8)).collect();
         for chunk in payloads.chunks(25) {
             assert!(flooder.send(rpc_frame(Topic::Consensus.name(), chunk.to_vec()), 25));

@@ -19,8 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::task::JoinHandle;
 
-/// Flooder identities connected to validator 0 at once: each peer may hand the node 2,000
-/// consensus messages per second, and one gossipsub connection does not carry 20,000.
+/// Flooder identities connected to validator 0 at once (a Sybil flood): each peer may hand
+/// the node 2,000 consensus messages per second, so one identity alone would be cut down by
+/// the per-peer limit before the budget all unlisted peers share.
 pub const FLOOD_CONNECTIONS: usize = 10;
 /// How often the flooded validator's metrics are read during the flood.
 const MONITOR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
@@ -353,9 +354,10 @@ impl GossipFlood {
 
 /// Run the flooder on its own thread and runtime at OS niceness `niceness`. The flooder
 /// stands for an attacker's own machines, but on a shared box it competes with the
-/// validators: publishing 20,000 messages/s takes ~0.9 of this machine's 2 cores at
-/// niceness 0. A higher niceness leaves the validators that CPU and floods less (at 19 it
-/// reached ~10,000 messages/s); the achieved rate is reported either way.
+/// validators: the lab process as a whole (flooder at 20,000 messages/s, 1,000 transfers/s,
+/// block follower) takes ~0.4 of this machine's 2 cores at niceness 0. A higher niceness
+/// leaves the validators more of it and may flood less; the achieved rate is reported
+/// either way.
 /// At niceness 0 it shares the generator's runtime (as before the option existed: on a
 /// thread of its own it burned more CPU and delivered less).
 fn spawn_flooder(config: FloodConfig, niceness: u8) -> JoinHandle<Result<FloodReport>> {

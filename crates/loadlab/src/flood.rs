@@ -317,9 +317,9 @@ impl Generator {
             let junk = sha256(&c.to_le_bytes()).0.to_vec();
             return (Kind::Junk, junk);
         }
-        // Far-round messages are signed too (when there is a key): by the time they arrive
-        // the node may have moved a height on, and a message for its previous height is
-        // verified (late precommits matter) — a forged one would get the flooder banned.
+        // Far-round messages are signed too (when there is a key): a node that verifies
+        // one (a rule of its that admits it, now or in some version) must not be able to
+        // ban the flooder for a forgery.
         let signed = !self.keys.is_empty();
         let (kind, message) = match c % 10 {
             0..=3 => {

@@ -430,6 +430,18 @@ impl Driver {
             DriverInput::Consensus(message, from) => {
                 let (height, _) = pending::slot(&message);
                 let current = self.core.height();
+                if height < current {
+                    // Decided already: the core would drop it, but only after the WAL had
+                    // logged it (and a proposal's block had been kept).
+                    self.metrics()
+                        .consensus_dropped
+                        .get_or_create(&Metrics::label(
+                            "reason",
+                            &format!("{:?}", DropReason::PastHeight),
+                        ))
+                        .inc();
+                    return Ok(());
+                }
                 let syncing =
                     self.protections.sync_gating && self.shared.sync_state() == SyncState::Syncing;
                 if height > current {
@@ -1232,6 +1244,7 @@ mod tests {
         DriverInput::Consensus(ConsensusMessage::Vote(vote), PeerId::random())
     }
 
+    /// Also: a message for a decided height stays out of the WAL.
     #[test]
     fn a_late_proposal_makes_the_node_resend_the_last_commit_once() {
         let dir = std::env::temp_dir().join(format!("basalt-nudge-{}", std::process::id()));
@@ -1359,6 +1372,52 @@ mod tests {
             .iter()
             .all(|v| v.verify(shared.validators.validators())));
         assert_eq!(shared.metrics.proposer_nudges.get(), 1);
+
+        // A vote for the decided height 1 is dropped before the WAL: the core has no use
+        // for it (under gossip-flood ~700 such messages a second were logged). The node's
+        // own nil prevote at the propose timeout writes height 2's WAL.
+        let late = Vote {
+            kind: VoteKind::Prevote,
+            height: 1,
+            round: 1,
+            block_id: None,
+            validator: 1,
+        }
+        .sign(&keys[1]);
+        inputs
+            .blocking_send(DriverInput::Consensus(
+                ConsensusMessage::Vote(late),
+                PeerId::random(),
+            ))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut prevoted = false;
+        while !prevoted && Instant::now() < deadline {
+            match published.try_recv() {
+                Ok(NetworkCommand::Publish { data, .. }) => {
+                    let gossip = ConsensusGossip::from_bytes(&data).unwrap();
+                    prevoted = matches!(gossip.message, ConsensusMessage::Vote(v)
+                        if v.vote.height == 2 && v.vote.kind == VoteKind::Prevote);
+                }
+                Ok(_) => {}
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        assert!(prevoted, "nil prevote at height 2's propose timeout");
+        let logged: Vec<WalEntry> = shared
+            .store
+            .wal(2)
+            .unwrap()
+            .iter()
+            .map(|bytes| decode(bytes, BLOCK_BYTES_MAX * 2).unwrap())
+            .collect();
+        assert!(!logged.is_empty(), "height 2's WAL is written");
+        assert!(
+            !logged
+                .iter()
+                .any(|entry| matches!(entry, WalEntry::Vote(v) if v.vote.height == 1)),
+            "a decided height's vote is not logged"
+        );
 
         drop(inputs);
         drop(executed);

@@ -232,6 +232,13 @@ impl NetworkTask {
             }
         }
         if let ConsensusMessage::Proposal { proposal, block } = &message {
+            tracing::debug!(
+                height,
+                round,
+                proposer = index,
+                txs = block.txs.len(),
+                "proposal gossip in"
+            );
             if block.id() != proposal.proposal.block_id {
                 return self.invalid("consensus");
             }
@@ -297,11 +304,13 @@ pub fn is_idle(consensus_height: u64, peers: usize) -> bool {
 }
 
 /// Why a consensus message for (`height`, `round`) is dropped before verification when
-/// consensus is at (`current`, `current_round`), or `None` when it may be useful: stale
-/// heights, heights [`FUTURE_HEIGHTS_WINDOW`] or more ahead (the node syncs instead), and
-/// rounds beyond the core's window.
+/// consensus is at (`current`, `current_round`), or `None` when it may be useful: heights
+/// already decided (the core drops every message for them: under gossip-flood ~700/s of
+/// the previous height's were verified, logged to the WAL and then dropped), heights
+/// [`FUTURE_HEIGHTS_WINDOW`] or more ahead (the node syncs instead), and rounds beyond the
+/// core's window.
 pub fn too_far(current: u64, current_round: u32, height: u64, round: u32) -> Option<&'static str> {
-    if height.saturating_add(1) < current {
+    if height < current {
         Some("stale_height")
     } else if height >= current.saturating_add(FUTURE_HEIGHTS_WINDOW) {
         Some("far_future_height")
@@ -392,8 +401,13 @@ mod tests {
         assert_eq!(too_far(10, 2, 8, 0), Some("stale_height"));
         assert_eq!(
             too_far(10, 2, 9, 0),
+            Some("stale_height"),
+            "the last height is decided: the core drops its messages"
+        );
+        assert_eq!(
+            too_far(10, 2, 10, 0),
             None,
-            "late precommits of the last height"
+            "the current height, an earlier round"
         );
         assert_eq!(too_far(10, 2, 10, 2 + ROUNDS_AHEAD_MAX), None);
         assert_eq!(

@@ -295,6 +295,16 @@ fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
                         .tips()
                         .record(validator, height, gossip.1, std::time::Instant::now());
                     let recorded = shared.slots().record(key, value);
+                    if let ConsensusMessage::Proposal { proposal, block } = &message {
+                        tracing::debug!(
+                            height = proposal.proposal.height,
+                            round = proposal.proposal.round,
+                            proposer = proposal.proposal.proposer,
+                            txs = block.txs.len(),
+                            batch = results.len(),
+                            "proposal verified"
+                        );
+                    }
                     if out
                         .driver
                         .try_send(DriverInput::Consensus(message, gossip.1))

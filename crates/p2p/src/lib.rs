@@ -103,6 +103,27 @@ pub fn peer_id_from_seed(seed: [u8; 32]) -> PeerId {
     keypair_from_seed(seed).public().to_peer_id()
 }
 
+/// A swarm on Basalt's transport (TCP without Nagle, noise, yamux; connections with no open
+/// stream close after [`IDLE_CONNECTION_TIMEOUT`]) running `behaviour`. Tools that speak to
+/// nodes at the wire level (the load lab's flooder) use it to match the nodes' transport.
+pub fn tcp_swarm<B: libp2p::swarm::NetworkBehaviour>(
+    keypair: identity::Keypair,
+    behaviour: B,
+) -> Result<libp2p::Swarm<B>, P2pError> {
+    Ok(SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|error| P2pError::Transport(error.to_string()))?
+        .with_behaviour(|_| behaviour)
+        .map_err(|never| match never {})?
+        .with_swarm_config(|swarm| swarm.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
+        .build())
+}
+
 /// Start the networking task on the current tokio runtime. Returns the handle and the
 /// event channel (capacity [`EVENT_QUEUE_CAPACITY`]). The listen address is bound before
 /// this returns; use [`NetworkHandle::listen_addrs`] to learn a `/tcp/0` port.
@@ -124,18 +145,7 @@ pub fn spawn(config: P2pConfig) -> Result<(NetworkHandle, mpsc::Receiver<Network
         &config,
         static_peers.iter().map(|(peer, _)| *peer),
     )?;
-    let mut swarm = SwarmBuilder::with_existing_identity(keypair)
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default().nodelay(true),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .map_err(|error| P2pError::Transport(error.to_string()))?
-        .with_behaviour(|_| behaviour)
-        .map_err(|never| match never {})?
-        .with_swarm_config(|swarm| swarm.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-        .build();
+    let mut swarm = tcp_swarm(keypair, behaviour)?;
     swarm
         .listen_on(config.listen.clone())
         .map_err(|error| P2pError::Listen {

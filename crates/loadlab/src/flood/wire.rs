@@ -12,7 +12,7 @@ use anyhow::{anyhow, Context, Result};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p::multiaddr::Protocol;
 use libp2p::swarm::SwarmEvent;
-use libp2p::{identity, noise, tcp, yamux, Multiaddr, PeerId, StreamProtocol, SwarmBuilder};
+use libp2p::{identity, Multiaddr, PeerId, StreamProtocol};
 use prost::Message as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,8 +25,6 @@ const GOSSIPSUB_PROTOCOL: StreamProtocol = StreamProtocol::new("/meshsub/1.1.0")
 const FRAMES_QUEUED_MAX: usize = 16;
 /// How long a fresh identity may take to connect.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a connection with no open stream lives.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How much of the target's stream is read at a time (and thrown away).
 const DRAIN_CHUNK: usize = 16 * 1024;
 
@@ -119,18 +117,8 @@ impl Identity {
     pub async fn connect(target: &Multiaddr, seed: [u8; 32], topic: &str) -> Result<Identity> {
         let peer = target_peer(target)?;
         let keypair = identity::Keypair::ed25519_from_bytes(seed).context("flooder key")?;
-        let mut swarm = SwarmBuilder::with_existing_identity(keypair)
-            .with_tokio()
-            .with_tcp(
-                tcp::Config::default().nodelay(true),
-                noise::Config::new,
-                yamux::Config::default,
-            )
-            .context("flooder transport")?
-            .with_behaviour(|_| libp2p_stream::Behaviour::new())
-            .map_err(|e| anyhow!("flooder behaviour: {e}"))?
-            .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_TIMEOUT))
-            .build();
+        let mut swarm = basalt_p2p::tcp_swarm(keypair, libp2p_stream::Behaviour::new())
+            .context("flooder transport")?;
         let mut control = swarm.behaviour().new_control();
         let mut incoming = control
             .accept(GOSSIPSUB_PROTOCOL)

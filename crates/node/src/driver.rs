@@ -433,13 +433,7 @@ impl Driver {
                 if height < current {
                     // Decided already: the core would drop it, but only after the WAL had
                     // logged it (and a proposal's block had been kept).
-                    self.metrics()
-                        .consensus_dropped
-                        .get_or_create(&Metrics::label(
-                            "reason",
-                            &format!("{:?}", DropReason::PastHeight),
-                        ))
-                        .inc();
+                    self.count_dropped(DropReason::PastHeight);
                     return Ok(());
                 }
                 let syncing =
@@ -697,14 +691,19 @@ impl Driver {
             }
             Output::Dropped(reason) => {
                 if reason != DropReason::Duplicate {
-                    self.metrics()
-                        .consensus_dropped
-                        .get_or_create(&Metrics::label("reason", &format!("{reason:?}")))
-                        .inc();
+                    self.count_dropped(reason);
                 }
             }
         }
         Ok(())
+    }
+
+    /// `basalt_consensus_dropped_inputs_total{reason}`.
+    fn count_dropped(&self, reason: DropReason) {
+        self.metrics()
+            .consensus_dropped
+            .get_or_create(&Metrics::label("reason", &format!("{reason:?}")))
+            .inc();
     }
 
     // ----- signing with the double-sign guard ---------------------------------------

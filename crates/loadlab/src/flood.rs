@@ -46,6 +46,8 @@ const FAR_POOL: usize = 1024;
 const FAR_AHEAD: u64 = 1_000_000;
 /// Re-sendable messages remembered.
 const RESEND_POOL: usize = 256;
+/// Far-round messages of each kind signed per height, then re-sent under new envelopes.
+const FAR_ROUND_POOL: usize = 8;
 
 /// What to flood, where, how fast, for how long.
 #[derive(Debug, Clone)]
@@ -258,6 +260,21 @@ struct Generator {
     /// except the few they verify as probes, which pass and so do not get the flooder
     /// banned (it keeps flooding the whole run).
     far: Vec<ConsensusMessage>,
+    /// Far-round messages of the height in `far_round_height`, per kind (block vote,
+    /// proposal, nil vote): the node drops them on their round before any signature
+    /// check, so signing each anew (~6,000 signatures/s of a 20,000/s flood) would only
+    /// spend the flooder's CPU, which shares the machine with the validators. Each is
+    /// still distinct on the wire (the envelope's re-send number).
+    far_round: [Vec<ConsensusMessage>; 3],
+    far_round_height: u64,
+}
+
+/// The kinds of far-round messages.
+#[derive(Debug, Clone, Copy)]
+enum FarRound {
+    Vote = 0,
+    Proposal = 1,
+    NilVote = 2,
 }
 
 impl Generator {
@@ -270,6 +287,8 @@ impl Generator {
             junk_per_mille: config.junk_per_mille.min(1000),
             pool: Vec::new(),
             far: Vec::new(),
+            far_round: Default::default(),
+            far_round_height: 0,
         }
     }
 
@@ -317,10 +336,6 @@ impl Generator {
             let junk = sha256(&c.to_le_bytes()).0.to_vec();
             return (Kind::Junk, junk);
         }
-        // Far-round messages are signed too (when there is a key): a node that verifies
-        // one (a rule of its that admits it, now or in some version) must not be able to
-        // ban the flooder for a forgery.
-        let signed = !self.keys.is_empty();
         let (kind, message) = match c % 10 {
             0..=3 => {
                 if self.far.len() < FAR_POOL {
@@ -338,15 +353,14 @@ impl Generator {
                     ),
                 }
             }
-            4 => {
-                let far = round.saturating_add(32 + (c % 64) as Round);
-                let vote = self.vote(height + 1, far, Some(self.fresh_hash()), signed);
-                (Kind::FarRound, ConsensusMessage::Vote(vote))
-            }
-            5 => {
-                let far = round.saturating_add(32 + (c % 64) as Round);
-                (Kind::FarRound, self.proposal(height + 1, far))
-            }
+            4 => (
+                Kind::FarRound,
+                self.far_round(FarRound::Vote, height, round),
+            ),
+            5 => (
+                Kind::FarRound,
+                self.far_round(FarRound::Proposal, height, round),
+            ),
             6 | 7 if !self.keys.is_empty() => {
                 let h = height + c % 2;
                 let r = round.saturating_add((c % 3) as Round);
@@ -357,17 +371,43 @@ impl Generator {
                 let pick = (c as usize / 10) % self.pool.len();
                 (Kind::Resend, self.pool[pick].clone())
             }
-            _ => {
-                let far = round.saturating_add(32 + (c % 64) as Round);
-                let vote = self.vote(height + 1, far, None, signed);
-                (Kind::FarRound, ConsensusMessage::Vote(vote))
-            }
+            _ => (
+                Kind::FarRound,
+                self.far_round(FarRound::NilVote, height, round),
+            ),
         };
         if kind == Kind::Unknown && self.pool.len() < RESEND_POOL {
             self.pool.push(message.clone());
         }
         let gossip = ConsensusGossip { resend: c, message };
         (kind, gossip.to_bytes())
+    }
+
+    /// A far-round message of `kind` for the next height: signed fresh until the height's
+    /// pool of that kind is full, then one of the pool's.
+    fn far_round(&mut self, kind: FarRound, height: u64, round: Round) -> ConsensusMessage {
+        if self.far_round_height != height {
+            self.far_round_height = height;
+            self.far_round.iter_mut().for_each(Vec::clear);
+        }
+        let pool = &self.far_round[kind as usize];
+        if pool.len() >= FAR_ROUND_POOL {
+            return pool[(self.counter / 10) as usize % pool.len()].clone();
+        }
+        // Signed whenever there is a key: a node that verifies one (a rule of its that
+        // admits it, now or in some version) must not be able to ban the flooder for a
+        // forgery.
+        let signed = !self.keys.is_empty();
+        let far = round.saturating_add(32 + (self.counter % 64) as Round);
+        let message = match kind {
+            FarRound::Vote => {
+                ConsensusMessage::Vote(self.vote(height + 1, far, Some(self.fresh_hash()), signed))
+            }
+            FarRound::Proposal => self.proposal(height + 1, far),
+            FarRound::NilVote => ConsensusMessage::Vote(self.vote(height + 1, far, None, signed)),
+        };
+        self.far_round[kind as usize].push(message.clone());
+        message
     }
 
     fn proposal(&self, height: u64, round: Round) -> ConsensusMessage {
@@ -444,6 +484,34 @@ mod tests {
         assert!(kinds[&Kind::FarRound] >= 2_000);
         assert!(kinds[&Kind::Unknown] >= 1_900);
         assert!(kinds[&Kind::Resend] >= 1_900);
+    }
+
+    #[test]
+    fn far_round_messages_are_signed_a_few_times_per_height_and_stay_far() {
+        let mut generator = Generator::new(&config(4, 0));
+        let mut distinct = |height: u64| {
+            let mut inner = std::collections::HashSet::new();
+            for _ in 0..10_000 {
+                let (kind, bytes) = generator.next(height, 2);
+                if kind != Kind::FarRound {
+                    continue;
+                }
+                let gossip = ConsensusGossip::from_bytes(&bytes).unwrap();
+                let (h, r) = basalt_node::pending::slot(&gossip.message);
+                assert_eq!(h, height + 1);
+                assert!(r >= 2 + 32, "round {r} is not far ahead");
+                // The envelope is the re-send number (8 bytes), then the message.
+                inner.insert(bytes[8..].to_vec());
+            }
+            inner
+        };
+        // ~3,000 far-round messages per height, from at most one pool per kind.
+        let signed_at_most = 1..=3 * FAR_ROUND_POOL;
+        let first = distinct(100);
+        assert!(signed_at_most.contains(&first.len()), "{}", first.len());
+        let second = distinct(101);
+        assert!(signed_at_most.contains(&second.len()), "{}", second.len());
+        assert!(first.is_disjoint(&second), "a new height signs anew");
     }
 
     #[test]

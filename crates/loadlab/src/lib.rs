@@ -59,6 +59,10 @@ pub const HALT_GAP_MIN_MS: f64 = 100.0;
 pub const PRECOMMIT_METRIC: &str = "basalt_consensus_precommit_latency_seconds";
 /// Histogram of the time spent in each consensus step (label `step`).
 pub const STEP_METRIC: &str = "basalt_consensus_step_duration_seconds";
+/// Histogram of the time to make the signing state (and the consensus WAL) durable.
+pub const SIGN_RECORD_METRIC: &str = "basalt_consensus_sign_record_duration_seconds";
+/// Histogram of the time to make a batch of decided blocks durable.
+pub const PERSIST_METRIC: &str = "basalt_chain_persist_duration_seconds";
 /// Histogram of transactions' wait in a validator's mempool.
 pub const MEMPOOL_WAIT_METRIC: &str = "basalt_mempool_wait_seconds";
 /// Counter of transactions committed.
@@ -487,6 +491,7 @@ async fn control(env: &Env, idle: &Idle, progress: &Progress) -> Result<(Option<
         flooded_precommit_p99_ms: s.flooded_precommit_ms.and_then(|p| p.load_p99),
         cpu_us_per_tx_per_validator: s.cpu_us_per_tx_per_validator,
         chain_halts: s.chain_halts,
+        height_spread_max: s.height_spread_max,
     };
     Ok((Some(control), config.model.expected_ops(length)))
 }
@@ -658,6 +663,21 @@ fn steps(idle: &Idle, w: &Window) -> BTreeMap<String, IdleLoad> {
             (step.to_owned(), idle_load(&idle, &load))
         })
         .collect()
+}
+
+/// Durable-write latencies, idle and under load, from every validator's histograms.
+fn durable_writes(idle: &Idle, w: &Window) -> BTreeMap<String, IdleLoad> {
+    [
+        ("sign_record", SIGN_RECORD_METRIC),
+        ("persist", PERSIST_METRIC),
+    ]
+    .into_iter()
+    .map(|(name, metric)| {
+        let idle = delta(&idle.scrapes.1, &idle.scrapes.0, metric, "");
+        let load = delta(&w.at_end.scrapes, &w.at_measure.scrapes, metric, "");
+        (name.to_owned(), idle_load(&idle, &load))
+    })
+    .collect()
 }
 
 fn ms(seconds: Option<f64>) -> Option<f64> {
@@ -864,6 +884,7 @@ async fn summarize(env: &Env, w: &Window, idle: &Idle) -> Summary {
             &load_precommit,
         ),
         steps_ms: steps(idle, w),
+        durable_writes_ms: durable_writes(idle, w),
         submit_to_commit_ms: Percentiles::of(&mut c.latencies),
         accept_to_commit_ms: Percentiles::of(&mut c.chain_latencies),
         mempool_wait_ms: {

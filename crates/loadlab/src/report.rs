@@ -69,26 +69,22 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
         f(blocks_per_s(s.block_time_ms.idle_p50)),
         f(blocks_per_s(s.block_time_ms.load_p50))
     );
-    if s.steps_ms
-        .values()
-        .any(|v| v.idle_p50.is_some() || v.load_p50.is_some())
-    {
-        out.push_str(
-            "\n## Where block time goes: consensus steps, every validator (ms)\n\n\
-             The commit step includes the commit wait.\n\n\
-             | step | idle p50 | load p50 | idle p99 | load p99 |\n|---|---|---|---|---|\n",
-        );
-        for (step, v) in &s.steps_ms {
-            let _ = writeln!(
-                out,
-                "| {step} | {} | {} | {} | {} |",
-                f(v.idle_p50),
-                f(v.load_p50),
-                f(v.idle_p99),
-                f(v.load_p99)
-            );
-        }
-    }
+    idle_load_table(
+        &mut out,
+        "Where block time goes: consensus steps, every validator (ms)",
+        "The commit step includes the commit wait.",
+        "step",
+        &s.steps_ms,
+    );
+    idle_load_table(
+        &mut out,
+        "Durable writes, every validator (ms)",
+        "sign_record: the signing state and consensus WAL made durable before a vote or \
+         proposal leaves (inside the steps above); persist: decided blocks made durable (off \
+         the consensus path).",
+        "write",
+        &s.durable_writes_ms,
+    );
     if let Some(c) = &s.control {
         let ratio = |load: Option<f64>, control: Option<f64>| match (load, control) {
             (Some(l), Some(c)) if c > 0.0 => format!("{:.2}×", l / c),
@@ -163,6 +159,11 @@ pub fn markdown(summary: &Summary, baseline: Option<&Summary>) -> String {
                 "Chain halts",
                 Some(c.chain_halts as f64),
                 Some(s.chain_halts as f64),
+            ),
+            (
+                "Height spread max (blocks)",
+                Some(c.height_spread_max as f64),
+                Some(s.height_spread_max as f64),
             ),
         ];
         for (name, control, load) in rows {
@@ -585,6 +586,38 @@ pub fn html(summary: &Summary, baseline: Option<&Summary>, series: &Series) -> R
     }
     out.push_str("</body></html>\n");
     Ok(out)
+}
+
+/// A section with one row per entry of `rows`: idle and load p50 and p99 (ms). Nothing when
+/// no entry has a figure.
+fn idle_load_table(
+    out: &mut String,
+    title: &str,
+    intro: &str,
+    what: &str,
+    rows: &std::collections::BTreeMap<String, crate::summary::IdleLoad>,
+) {
+    if !rows
+        .values()
+        .any(|v| v.idle_p50.is_some() || v.load_p50.is_some())
+    {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## {title}\n\n{intro}\n\n\
+         | {what} | idle p50 | load p50 | idle p99 | load p99 |\n|---|---|---|---|---|"
+    );
+    for (name, v) in rows {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} |",
+            f(v.idle_p50),
+            f(v.load_p50),
+            f(v.idle_p99),
+            f(v.load_p99)
+        );
+    }
 }
 
 #[cfg(test)]

@@ -135,6 +135,10 @@ pub struct Control {
     pub cpu_us_per_tx_per_validator: Option<f64>,
     /// Chain halts during the baseline (gaps over the halt factor × the idle block time).
     pub chain_halts: u64,
+    /// Largest height spread between validators in the baseline (same measure as the
+    /// disturbed window's `height_spread_max`): what this machine does without the
+    /// disturbance.
+    pub height_spread_max: u64,
 }
 
 /// The run's summary.
@@ -186,6 +190,11 @@ pub struct Summary {
     /// Time in each consensus step (propose, prevote, precommit, commit — the last one
     /// includes the commit wait), every validator's histogram, ms: where block time goes.
     pub steps_ms: BTreeMap<String, IdleLoad>,
+    /// Durable writes, every validator's histogram, ms: `sign_record` (the signing state
+    /// and consensus WAL made durable before a vote or proposal leaves, inside the steps
+    /// above) and `persist` (a batch of decided blocks made durable, off the consensus
+    /// path).
+    pub durable_writes_ms: BTreeMap<String, IdleLoad>,
     /// Scheduled send → seen committed, ms.
     pub submit_to_commit_ms: Percentiles,
     /// A node's admission answer → seen committed, ms: the chain's part of

@@ -116,6 +116,12 @@ struct BenchOptions {
     /// (its achieved rate is reported): a way to tell the flood's effect from the box's.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
     flooder_niceness: u8,
+    /// OS niceness of the load generator's threads (0..=19). The generator stands for
+    /// clients on other machines; above 0 it takes only the CPU the validators leave on a
+    /// shared box (and may offer less: the achieved rate is reported). The validators and
+    /// the lab's measuring threads keep their priority.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=19))]
+    generator_niceness: u8,
     /// Commit wait of the devnet, ms.
     #[arg(long, default_value_t = 0)]
     commit_wait_ms: u64,
@@ -275,6 +281,7 @@ pub fn run_bench(args: BenchArgs) -> Result<()> {
         flood_concurrency: args.flood_concurrency.max(1),
         gossip_rate: args.gossip_rate.max(1),
         flooder_niceness: args.flooder_niceness,
+        generator_niceness: args.generator_niceness,
         stop_validator_at: args.stop_validator_at,
         gates: gates.clone(),
         drain: args.drain,

@@ -130,6 +130,8 @@ pub struct BenchConfig {
     pub gossip_rate: u64,
     /// OS niceness of the flooder's threads (0..=19).
     pub flooder_niceness: u8,
+    /// OS niceness of the load generator's threads (0..=19; 0 = the lab's own runtime).
+    pub generator_niceness: u8,
     /// Stop validator 1 this long after the load began (tests of the gates).
     pub stop_validator_at: Option<Duration>,
     /// Thresholds (the ramp stops at the first step that breaks one; the halt factor
@@ -611,14 +613,7 @@ async fn window(
         tokio::time::sleep_until(load_end.into()).await;
         let _ = end_tx.send(snapshot(env).await);
     };
-    let drive = load::drive(
-        model,
-        env.workload.clone(),
-        env.tracker.clone(),
-        load_start,
-        length,
-        first_op,
-    );
+    let drive = drive_load(env, model, load_start, length, first_op);
     let ((), _) = tokio::join!(snapshots, drive);
     let at_measure = measure_rx.await.unwrap_or_default();
     let at_end = end_rx.await.unwrap_or_default();
@@ -637,6 +632,46 @@ async fn window(
         at_measure,
         at_end,
     })
+}
+
+/// The runtime of a niced generator (`generator_niceness` > 0): built once, never dropped,
+/// so that requests still in flight when the schedule ends keep running through the drain.
+static GENERATOR: std::sync::OnceLock<Option<tokio::runtime::Runtime>> = std::sync::OnceLock::new();
+
+/// Offer `model`: on this runtime, or with `generator_niceness` > 0 on a runtime of its own
+/// whose threads run at that OS niceness. The generator stands for clients on other
+/// machines; niced, it takes only the CPU the validators leave (and may offer less: the
+/// achieved rate is what the summary reports). The node processes and the measuring
+/// threads are started elsewhere and keep their priority (Linux threads and processes
+/// inherit their creator's niceness, which is why this is a separate runtime and not a
+/// niced main one).
+async fn drive_load(
+    env: &Env,
+    model: LoadModel,
+    start: Instant,
+    length: Duration,
+    first_op: u64,
+) -> u64 {
+    let (workload, tracker) = (env.workload.clone(), env.tracker.clone());
+    let drive = load::drive(model, workload, tracker, start, length, first_op);
+    let niceness = env.config.generator_niceness;
+    if niceness == 0 {
+        return drive.await;
+    }
+    let runtime = GENERATOR.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("generator")
+            .on_thread_start(move || basalt_rpc::lower_priority(niceness))
+            .enable_all()
+            .build()
+            .map_err(|error| tracing::warn!(%error, "generator runtime: driving on the lab's"))
+            .ok()
+    });
+    match runtime {
+        Some(runtime) => runtime.spawn(drive).await.unwrap_or(0),
+        None => drive.await,
+    }
 }
 
 /// Buckets of histogram `metric` (its series with labels `label`; empty: unlabelled)

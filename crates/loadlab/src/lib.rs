@@ -659,12 +659,7 @@ async fn drive_load(
         return drive.await;
     }
     let runtime = GENERATOR.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("generator")
-            .on_thread_start(move || basalt_rpc::lower_priority(niceness))
-            .enable_all()
-            .build()
+        niced_runtime("generator", 2, niceness)
             .map_err(|error| tracing::warn!(%error, "generator runtime: driving on the lab's"))
             .ok()
     });
@@ -672,6 +667,20 @@ async fn drive_load(
         Some(runtime) => runtime.spawn(drive).await.unwrap_or(0),
         None => drive.await,
     }
+}
+
+/// A multi-threaded runtime whose threads (named `name`) run at OS niceness `niceness`.
+pub(crate) fn niced_runtime(
+    name: &'static str,
+    workers: usize,
+    niceness: u8,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name(name)
+        .on_thread_start(move || basalt_rpc::lower_priority(niceness))
+        .enable_all()
+        .build()
 }
 
 /// Buckets of histogram `metric` (its series with labels `label`; empty: unlabelled)
@@ -688,14 +697,7 @@ fn steps(idle: &Idle, w: &Window) -> BTreeMap<String, IdleLoad> {
         .into_iter()
         .map(|step| {
             let label = format!("step=\"{step}\"");
-            let idle = delta(&idle.scrapes.1, &idle.scrapes.0, STEP_METRIC, &label);
-            let load = delta(
-                &w.at_end.scrapes,
-                &w.at_measure.scrapes,
-                STEP_METRIC,
-                &label,
-            );
-            (step.to_owned(), idle_load(&idle, &load))
+            (step.to_owned(), idle_and_load(idle, w, STEP_METRIC, &label))
         })
         .collect()
 }
@@ -707,12 +709,15 @@ fn durable_writes(idle: &Idle, w: &Window) -> BTreeMap<String, IdleLoad> {
         ("persist", PERSIST_METRIC),
     ]
     .into_iter()
-    .map(|(name, metric)| {
-        let idle = delta(&idle.scrapes.1, &idle.scrapes.0, metric, "");
-        let load = delta(&w.at_end.scrapes, &w.at_measure.scrapes, metric, "");
-        (name.to_owned(), idle_load(&idle, &load))
-    })
+    .map(|(name, metric)| (name.to_owned(), idle_and_load(idle, w, metric, "")))
     .collect()
+}
+
+/// Histogram `metric` (series with `label`) over the idle phase and the measured window.
+fn idle_and_load(idle: &Idle, w: &Window, metric: &str, label: &str) -> IdleLoad {
+    let idle = delta(&idle.scrapes.1, &idle.scrapes.0, metric, label);
+    let load = delta(&w.at_end.scrapes, &w.at_measure.scrapes, metric, label);
+    idle_load(&idle, &load)
 }
 
 fn ms(seconds: Option<f64>) -> Option<f64> {

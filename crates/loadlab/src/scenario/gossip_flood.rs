@@ -369,13 +369,7 @@ fn spawn_flooder(config: FloodConfig, niceness: u8) -> JoinHandle<Result<FloodRe
         .name("flooder".into())
         .spawn(move || {
             basalt_rpc::lower_priority(niceness);
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("flooder-rt")
-                .on_thread_start(move || basalt_rpc::lower_priority(niceness))
-                .enable_all()
-                .build();
-            let result = match runtime {
+            let result = match crate::niced_runtime("flooder-rt", 1, niceness) {
                 Ok(runtime) => runtime.block_on(crate::flood::run(config)),
                 Err(e) => Err(anyhow::anyhow!("flooder runtime: {e}")),
             };

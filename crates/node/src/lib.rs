@@ -248,7 +248,8 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
     );
     tokio::spawn(network::run_tx_batcher(
         gossip_receiver,
-        commands,
+        network.clone(),
+        shared.validators.len(),
         metrics.clone(),
     ));
 

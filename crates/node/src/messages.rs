@@ -53,6 +53,10 @@ impl ConsensusGossip {
 /// validators in batches, never one gossip message each.
 #[derive(Debug, Clone, PartialEq, Eq, BorshSerialize, BorshDeserialize)]
 pub struct TxBatch {
+    /// Whether receivers forward the batch. Its publisher clears it when it reached every
+    /// other validator directly ([`crate::network::relay_needed`]): forwarding would then
+    /// only deliver each validator duplicates, and a transaction travels once per peer.
+    pub relay: bool,
     /// The transactions.
     pub txs: BoundedVec<SignedTx, TX_BATCH_MAX>,
 }

@@ -71,6 +71,8 @@ pub struct Metrics {
     pub mempool_wait: Histogram,
     /// Signatures verified by the pool, by kind.
     pub signatures_verified: Family<Labels, Counter>,
+    /// Transaction batches published, by whether receivers forward them (`relay`).
+    pub tx_batches_published: Family<Labels, Counter>,
     /// Gossip messages that failed decoding or checks, by topic.
     pub gossip_invalid: Family<Labels, Counter>,
     /// Consensus messages put into the pending buffer, by kind and reason.
@@ -134,6 +136,7 @@ impl Metrics {
             persist_batch: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
             mempool_wait: latency_histogram(),
             signatures_verified: Family::default(),
+            tx_batches_published: Family::default(),
             gossip_invalid: Family::default(),
             pending_buffered: Family::default(),
             pending_evicted: Family::default(),
@@ -269,6 +272,12 @@ impl Metrics {
             "signatures_verified",
             "Signatures verified by the pool, by kind",
             m.signatures_verified,
+        );
+        registry.register(
+            "tx_batches_published",
+            "Transaction batches published, by relay: false when every other validator was \
+             reached directly and receivers do not forward them",
+            m.tx_batches_published,
         );
         registry.register(
             "gossip_invalid",

@@ -277,7 +277,11 @@ impl NetworkTask {
         };
         let job = VerifyJob::Txs {
             txs: batch.txs.into_inner(),
-            origin: TxOrigin::Gossip(id.clone(), from),
+            origin: TxOrigin::Gossip {
+                id: id.clone(),
+                from,
+                relay: batch.relay,
+            },
         };
         if self.verify.try_send(job).is_err() {
             self.shared.metrics.dropped("verify");
@@ -348,13 +352,31 @@ fn answer(store: &basalt_storage::Store, request: &SyncRequest) -> anyhow::Resul
     })
 }
 
+/// Whether the receivers of a transaction batch we publish now must forward it.
+///
+/// A publish goes to every connected peer subscribed to the topic (flood publishing). When
+/// every configured peer is connected and subscribed, and they are at least as many as the
+/// other validators, every validator gets the batch from us directly and forwarding would
+/// only send each one `n - 2` duplicates. This takes a validator's configured peers to be
+/// its fellow validators, as `basalt devnet` writes them; a node with fewer configured
+/// peers, or missing one, asks for relaying (a node that listed sentries instead would
+/// have to list at least `n - 1` of them for this to go wrong).
+pub fn relay_needed(stats: &basalt_p2p::P2pStats, validators: usize) -> bool {
+    let listed = basalt_p2p::read_counter(&stats.static_peers);
+    let reached = basalt_p2p::read_counter(&stats.txs.subscribed_static_peers);
+    let others = u64::try_from(validators.saturating_sub(1)).unwrap_or(u64::MAX);
+    reached < listed || listed < others
+}
+
 /// Publish admitted transactions in batches: a batch leaves when it is full or when the
 /// oldest transaction in it has waited [`TX_BATCH_WINDOW`].
 pub async fn run_tx_batcher(
     mut admitted: mpsc::Receiver<SignedTx>,
-    commands: mpsc::Sender<NetworkCommand>,
+    network: NetworkHandle,
+    validators: usize,
     metrics: Metrics,
 ) {
+    let commands = network.commands().clone();
     while let Some(first) = admitted.recv().await {
         let mut txs = vec![first];
         let deadline = tokio::time::Instant::now() + TX_BATCH_WINDOW;
@@ -367,7 +389,16 @@ pub async fn run_tx_batcher(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
+        let relay = relay_needed(network.stats(), validators);
+        metrics
+            .tx_batches_published
+            .get_or_create(&Metrics::label(
+                "relay",
+                if relay { "true" } else { "false" },
+            ))
+            .inc();
         let batch = TxBatch {
+            relay,
             txs: BoundedVec::new(txs).unwrap_or_default(),
         };
         if commands
@@ -431,6 +462,28 @@ mod tests {
             Some("far_future_height")
         );
         let _ = too_far(u64::MAX, u32::MAX, u64::MAX, u32::MAX); // no overflow panic
+    }
+
+    #[test]
+    fn batches_are_relayed_unless_every_other_validator_is_reached_directly() {
+        use std::sync::atomic::AtomicU64;
+        let stats = basalt_p2p::P2pStats::default();
+        let set = |gauge: &AtomicU64, value: u64| gauge.store(value, Ordering::Relaxed);
+        // 4 validators, 3 configured peers, all connected and subscribed: no relay.
+        set(&stats.static_peers, 3);
+        set(&stats.txs.subscribed_static_peers, 3);
+        assert!(!relay_needed(&stats, 4));
+        // One of them down: the others forward for it.
+        set(&stats.txs.subscribed_static_peers, 2);
+        assert!(relay_needed(&stats, 4));
+        // Fewer configured peers than other validators: relay, whatever is connected.
+        set(&stats.static_peers, 2);
+        assert!(relay_needed(&stats, 4));
+        // A lone validator, or none configured in a set of one.
+        set(&stats.static_peers, 0);
+        set(&stats.txs.subscribed_static_peers, 0);
+        assert!(!relay_needed(&stats, 1));
+        assert!(relay_needed(&stats, 2));
     }
 
     #[test]

@@ -135,8 +135,16 @@ impl VerifyJobs {
 pub enum TxOrigin {
     /// An RPC submission: one result per transaction goes back.
     Rpc(oneshot::Sender<Vec<Result<Hash, Rejection>>>),
-    /// A gossiped batch: the verdict goes to the network.
-    Gossip(GossipId, PeerId),
+    /// A gossiped batch: the verdict goes to the network; `relay` is the batch's own flag
+    /// (forward it when valid, or only use it here).
+    Gossip {
+        /// Its gossip id.
+        id: GossipId,
+        /// The peer it came from.
+        from: PeerId,
+        /// Whether a valid batch is forwarded.
+        relay: bool,
+    },
 }
 
 /// Work for the pool.
@@ -482,7 +490,7 @@ fn admit(
         TxOrigin::Rpc(reply) => {
             let _ = reply.send(outcomes);
         }
-        TxOrigin::Gossip(id, from) => {
+        TxOrigin::Gossip { id, from, relay } => {
             let verdict = if any_bad_signature {
                 shared
                     .metrics
@@ -490,8 +498,10 @@ fn admit(
                     .get_or_create(&Metrics::label("topic", "txs"))
                     .inc();
                 Verdict::Reject
-            } else {
+            } else if relay {
                 Verdict::Accept
+            } else {
+                Verdict::AcceptLocal
             };
             let _ = out
                 .network
@@ -518,7 +528,11 @@ mod tests {
         );
         VerifyJob::Txs {
             txs: vec![tx; count],
-            origin: TxOrigin::Gossip(GossipId::from_bytes(vec![1]), PeerId::random()),
+            origin: TxOrigin::Gossip {
+                id: GossipId::from_bytes(vec![1]),
+                from: PeerId::random(),
+                relay: true,
+            },
         }
     }
 

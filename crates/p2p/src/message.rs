@@ -66,6 +66,10 @@ impl GossipId {
 pub enum Verdict {
     /// Valid: forward it to the mesh.
     Accept,
+    /// Valid, but not forwarded: its publisher sent it to every peer that needs it
+    /// directly, so forwarding would only deliver duplicates (in a full mesh of `n` peers,
+    /// `n - 2` of them per peer).
+    AcceptLocal,
     /// Invalid: drop it, penalise the peer that sent it (gossipsub score and the local
     /// invalid-message count that leads to a ban).
     Reject,

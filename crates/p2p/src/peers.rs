@@ -131,11 +131,17 @@ impl StaticPeers {
         }
     }
 
-    /// Every static peer and its address.
+    /// True if `peer` is a static peer.
     pub(crate) fn contains(&self, peer: &PeerId) -> bool {
         self.peers.contains_key(peer)
     }
 
+    /// Static peers configured.
+    pub(crate) fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// Every static peer and its address.
     pub(crate) fn addresses(&self) -> impl Iterator<Item = (&PeerId, &Multiaddr)> {
         self.peers
             .iter()

@@ -143,6 +143,12 @@ impl Service {
                 bump(&self.stats.gossip_accepted);
                 MessageAcceptance::Accept
             }
+            // Gossipsub's `Ignore` drops the message without forwarding and without any
+            // penalty; its id stays in the duplicate cache.
+            Verdict::AcceptLocal => {
+                bump(&self.stats.gossip_accepted);
+                MessageAcceptance::Ignore
+            }
             Verdict::Reject => {
                 bump(&self.stats.gossip_rejected);
                 MessageAcceptance::Reject
@@ -547,15 +553,22 @@ impl Service {
         let gossipsub = &self.swarm.behaviour().gossipsub;
         for topic in Topic::ALL {
             let hash = topic.hash();
-            let subscribed = gossipsub
-                .all_peers()
-                .filter(|(_, topics)| topics.contains(&&hash))
-                .count();
+            let (mut subscribed, mut subscribed_static) = (0, 0);
+            for (peer, topics) in gossipsub.all_peers() {
+                if topics.contains(&&hash) {
+                    subscribed += 1;
+                    if self.static_peers.contains(peer) {
+                        subscribed_static += 1;
+                    }
+                }
+            }
             let mesh = gossipsub.mesh_peers(&hash).count();
             let counters = self.stats.topic(topic);
             stats::set(&counters.subscribed_peers, subscribed);
+            stats::set(&counters.subscribed_static_peers, subscribed_static);
             stats::set(&counters.mesh_peers, mesh);
         }
+        stats::set(&self.stats.static_peers, self.static_peers.len());
         stats::set(&self.stats.banned_peers, self.guard.banned());
     }
 }

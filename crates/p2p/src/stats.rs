@@ -26,6 +26,10 @@ pub struct TopicStats {
     pub subscribed_peers: AtomicU64,
     /// Gauge: peers in our mesh for the topic.
     pub mesh_peers: AtomicU64,
+    /// Gauge: configured (static) peers that are connected and subscribed to the topic:
+    /// when it equals [`P2pStats::static_peers`], a publish reaches every one of them
+    /// directly (publishing floods to every subscribed peer).
+    pub subscribed_static_peers: AtomicU64,
 }
 
 /// Everything the networking task counts.
@@ -74,6 +78,8 @@ pub struct P2pStats {
     pub static_peer_dials: AtomicU64,
     /// Gauge: connected peers.
     pub connected_peers: AtomicU64,
+    /// Peers in the configured list (`P2pConfig::peers` with a `/p2p/` id).
+    pub static_peers: AtomicU64,
     /// Gauge: peers currently banned.
     pub banned_peers: AtomicU64,
 }

@@ -187,9 +187,41 @@ async fn gossip_is_delivered_and_forwarded_only_after_accept() {
         let (from, topic, _, _) = next_event(&mut a.events, gossip).await;
         assert_eq!((from, topic), (b.id(), Topic::Txs));
 
+        // Accepted locally: delivered to b, not forwarded to a.
+        c.handle
+            .publish(Topic::Txs, b"batch-2".to_vec())
+            .await
+            .unwrap();
+        let (from, _, data, id) = next_event(&mut b.events, gossip).await;
+        assert_eq!((from, data.as_slice()), (c.id(), &b"batch-2"[..]));
+        b.handle
+            .validate(id, from, Verdict::AcceptLocal)
+            .await
+            .unwrap();
+        assert!(
+            no_event(&mut a.events, QUIET_WINDOW, |e| matches!(
+                e,
+                NetworkEvent::Gossip { .. }
+            ))
+            .await,
+            "a message accepted locally is not forwarded"
+        );
+
         assert_eq!(read_counter(&a.handle.stats().consensus.published), 1);
-        assert_eq!(read_counter(&b.handle.stats().gossip_accepted), 2);
+        assert_eq!(read_counter(&b.handle.stats().gossip_accepted), 3);
         assert!(read_counter(&b.handle.stats().consensus.received) >= 1);
+        // c lists b: its one static peer is connected and subscribed. b lists nobody.
+        let c_stats = c.handle.stats();
+        wait_until("c's static peer gauge", || {
+            read_counter(&c_stats.static_peers) == 1
+                && read_counter(&c_stats.txs.subscribed_static_peers) == 1
+        })
+        .await;
+        assert_eq!(read_counter(&b.handle.stats().static_peers), 0);
+        assert_eq!(
+            read_counter(&b.handle.stats().txs.subscribed_static_peers),
+            0
+        );
     })
     .await;
 }

@@ -118,7 +118,16 @@ pub struct MempoolSection {
     /// OS niceness of the threads that verify new transactions (0..=19; 0 = same as
     /// consensus).
     pub verify_niceness: u8,
+    /// A transaction goes into this node's proposals only once it has been pending this
+    /// long (ms): by then its gossip batch has most likely reached and been verified by the
+    /// other validators, who would otherwise check its signature inside the proposal, on
+    /// the consensus path. 0 = propose whatever is pending.
+    pub reap_min_age_ms: u64,
 }
+
+/// Default of [`MempoolSection::reap_min_age_ms`]: the gossip batch window (5 ms) plus a
+/// few milliseconds for delivery and verification at the peers.
+pub const REAP_MIN_AGE_MS_DEFAULT: u64 = 10;
 
 impl Default for MempoolSection {
     fn default() -> Self {
@@ -129,6 +138,7 @@ impl Default for MempoolSection {
             block_txs_max: 5_000,
             block_bytes_max: 4 * 1024 * 1024,
             verify_niceness: VERIFY_NICENESS_DEFAULT,
+            reap_min_age_ms: REAP_MIN_AGE_MS_DEFAULT,
         }
     }
 }
@@ -362,6 +372,9 @@ block_bytes_max = {mbb}
 # OS niceness of the threads that check new transactions' signatures (0..=19): when CPU is
 # short, consensus runs first and admission slows. 0 = same priority as consensus.
 verify_niceness = {mvn}
+# A transaction is proposed only once pending this long (ms), so that the other validators
+# most likely verified it already, off the consensus path. 0 = propose whatever is pending.
+reap_min_age_ms = {mra}
 
 [protections]
 # Flood protections (seeds 000/001). Switch one off only to measure what it prevents.
@@ -402,6 +415,7 @@ peer_gossip_rate = {ppr}
             mbt = m.block_txs_max,
             mbb = m.block_bytes_max,
             mvn = m.verify_niceness,
+            mra = m.reap_min_age_ms,
             pbd = self.protections.bounded_drain,
             ppc = self.protections.pending_cap,
             pfc = self.protections.fetch_cap,

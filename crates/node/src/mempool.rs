@@ -95,6 +95,14 @@ impl Mempool {
         self.entries.contains_key(hash)
     }
 
+    /// True if the transaction is pending or was seen lately (admitted, or committed in a
+    /// block): its signature was checked then, and a copy arriving now — a gossiped batch
+    /// that comes after the block that included it — is a duplicate, refused before its
+    /// signature is checked again.
+    pub fn seen(&self, hash: &Hash) -> bool {
+        self.entries.contains_key(hash) || self.is_recent(hash)
+    }
+
     /// Admit a transaction whose signature, chain id and size were checked.
     /// `committed_nonce` is the sender's next nonce in the latest committed state.
     pub fn insert(
@@ -164,8 +172,24 @@ impl Mempool {
     }
 
     /// Transactions for a block: arrival order, consecutive nonces per sender starting at
-    /// `nonce_of(sender)`, at most the block bounds.
+    /// `nonce_of(sender)`, at most the block bounds, admitted at least
+    /// `reap_min_age_ms` before now.
     pub fn reap(&self, nonce_of: impl Fn(&PublicKey) -> u64) -> Vec<SignedTx> {
+        self.reap_at(nonce_of, std::time::Instant::now())
+    }
+
+    /// [`Mempool::reap`] as of `now`. A transaction admitted within the last
+    /// `reap_min_age_ms` waits for the next block: the other validators most likely do not
+    /// hold it yet (it leaves in the next gossip batch), and each of them would check its
+    /// signature on the consensus path, inside the proposal, instead of off it.
+    pub fn reap_at(
+        &self,
+        nonce_of: impl Fn(&PublicKey) -> u64,
+        now: std::time::Instant,
+    ) -> Vec<SignedTx> {
+        let admitted_by = now.checked_sub(std::time::Duration::from_millis(
+            self.limits.reap_min_age_ms,
+        ));
         let mut next_nonce: HashMap<PublicKey, u64> = HashMap::new();
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -183,6 +207,9 @@ impl Mempool {
                 let Some(entry) = self.entries.get(hash) else {
                     continue;
                 };
+                if admitted_by.is_some_and(|by| entry.admitted > by) {
+                    continue;
+                }
                 if out.len() >= self.limits.block_txs_max
                     || bytes + entry.bytes > self.limits.block_bytes_max
                 {
@@ -311,9 +338,41 @@ mod tests {
     }
 
     #[test]
+    fn reap_waits_for_a_transaction_to_age() {
+        let mut pool = Mempool::new(MempoolSection {
+            reap_min_age_ms: 10,
+            ..MempoolSection::default()
+        });
+        let a = Keypair::from_label("a");
+        let (t, h, b) = tx(&a, 0);
+        pool.insert(t, h, b, 0).unwrap();
+        let admitted = std::time::Instant::now();
+        // Nonce 1 arrives at least 20 ms later: still too young when nonce 0 is old enough.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let (t, h, b) = tx(&a, 1);
+        pool.insert(t, h, b, 0).unwrap();
+        let later = std::time::Instant::now();
+        let nonces = |at| -> Vec<u64> {
+            pool.reap_at(|_| 0, at)
+                .iter()
+                .map(|t| t.body.nonce)
+                .collect()
+        };
+        assert!(nonces(admitted).is_empty());
+        assert!(nonces(admitted + std::time::Duration::from_millis(5)).is_empty());
+        assert_eq!(
+            nonces(admitted + std::time::Duration::from_millis(11)),
+            [0],
+            "nonce 0 has aged, nonce 1 not yet"
+        );
+        assert_eq!(nonces(later + std::time::Duration::from_millis(11)), [0, 1]);
+    }
+
+    #[test]
     fn reap_keeps_nonce_order_and_removal_drops_stale() {
         let mut pool = Mempool::new(MempoolSection {
             block_txs_max: 10,
+            reap_min_age_ms: 0,
             ..MempoolSection::default()
         });
         let a = Keypair::from_label("a");

@@ -217,16 +217,20 @@ fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
     // thread descheduled while holding it would hold up consensus). A batch of votes does
     // not take it at all.
     let hashes: Vec<Vec<Hash>> = batch.iter().map(carried_tx_hashes).collect();
+    // `seen`: pending or lately admitted or committed, so its signature was checked.
     let pending: Vec<Vec<bool>> = if hashes.iter().any(|h| !h.is_empty()) {
         let pool = shared.mempool();
         hashes
             .iter()
-            .map(|job| job.iter().map(|hash| pool.contains(hash)).collect())
+            .map(|job| job.iter().map(|hash| pool.seen(hash)).collect())
             .collect()
     } else {
         vec![Vec::new(); hashes.len()]
     };
     let mut checks: Vec<Check> = Vec::new();
+    // Signatures by kind: new transactions, transactions that reached us first inside a
+    // proposal (checked on the consensus path), and votes, proposals and commits.
+    let (mut tx_signatures, mut proposal_tx_signatures) = (0u64, 0u64);
     let mut prepared = Vec::with_capacity(batch.len());
     for ((job, hashes), pending) in batch.into_iter().zip(hashes).zip(pending) {
         let mut tx_checks = Vec::new();
@@ -235,6 +239,7 @@ fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
             VerifyJob::Txs { txs, .. } => {
                 for (tx, pending) in txs.iter().zip(&pending) {
                     tx_checks.push(precheck_tx(shared, *pending, tx).map(|_| {
+                        tx_signatures += 1;
                         checks.push(Check {
                             key: tx.body.sender,
                             domain: TX_SIGN_DOMAIN,
@@ -246,7 +251,7 @@ fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
                 }
             }
             VerifyJob::Consensus { message, .. } => {
-                consensus_checks(shared, &pending, message, &mut checks);
+                proposal_tx_signatures += consensus_checks(shared, &pending, message, &mut checks);
             }
         }
         prepared.push(Prepared {
@@ -266,11 +271,21 @@ fn verify_jobs(shared: &Shared, batch: Vec<VerifyJob>, out: &PoolOutlets) {
         })
         .collect();
     let results = verify_batch(&items);
-    shared
-        .metrics
-        .signatures_verified
-        .get_or_create(&Metrics::label("kind", "all"))
-        .inc_by(results.len() as u64);
+    let total = results.len() as u64;
+    let consensus = total.saturating_sub(tx_signatures + proposal_tx_signatures);
+    for (kind, count) in [
+        ("tx", tx_signatures),
+        ("proposal_tx", proposal_tx_signatures),
+        ("consensus", consensus),
+    ] {
+        if count > 0 {
+            shared
+                .metrics
+                .signatures_verified
+                .get_or_create(&Metrics::label("kind", kind))
+                .inc_by(count);
+        }
+    }
     for item in prepared {
         match item.job {
             VerifyJob::Txs { txs, origin } => {
@@ -348,8 +363,9 @@ fn carried_tx_hashes(job: &VerifyJob) -> Vec<Hash> {
     }
 }
 
-/// Checks before the signature: chain id and size; a transaction already pending is a
-/// duplicate and is not verified again.
+/// Checks before the signature: chain id and size; a transaction already pending, or
+/// lately admitted or committed ([`crate::mempool::Mempool::seen`]), is a duplicate and is
+/// not verified again.
 fn precheck_tx(shared: &Shared, pending: bool, tx: &SignedTx) -> Result<(), Rejection> {
     if tx.body.chain_id.as_str() != shared.chain_id {
         return Err(rejection(
@@ -365,20 +381,25 @@ fn precheck_tx(shared: &Shared, pending: bool, tx: &SignedTx) -> Result<(), Reje
         return Err(rejection("too_large", "transaction exceeds the size limit"));
     }
     if pending {
-        return Err(rejection("duplicate", "transaction already pending"));
+        return Err(rejection(
+            "duplicate",
+            "transaction already pending or recently committed",
+        ));
     }
     Ok(())
 }
 
 /// The signatures a consensus message carries: the vote's or proposal's own, the block's
-/// transactions not already verified (`pending[i]`: the block's `i`-th is in our mempool),
-/// and the last commit.
+/// transactions not already verified (`pending[i]`: the block's `i`-th is pending or lately
+/// seen by our mempool),
+/// and the last commit. Returns how many of them are the block's transactions.
 fn consensus_checks(
     shared: &Shared,
     pending: &[bool],
     message: &ConsensusMessage,
     checks: &mut Vec<Check>,
-) {
+) -> u64 {
+    let mut block_txs = 0;
     let validators = shared.validators.validators();
     let key_of = |index: u16| validators.get(usize::from(index)).map(|v| v.public_key);
     match message {
@@ -401,6 +422,7 @@ fn consensus_checks(
             });
             for (i, tx) in block.txs.iter().enumerate() {
                 if !pending.get(i).copied().unwrap_or(false) {
+                    block_txs += 1;
                     checks.push(Check {
                         key: tx.body.sender,
                         domain: TX_SIGN_DOMAIN,
@@ -421,6 +443,7 @@ fn consensus_checks(
             }
         }
     }
+    block_txs
 }
 
 fn admit(
@@ -624,6 +647,65 @@ mod tests {
         assert!(
             matches!(delivered, Some(DriverInput::Consensus(..))),
             "the vote waited for the mempool lock"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_transaction_committed_before_its_gossip_arrives_is_not_verified_again() {
+        let dir = std::env::temp_dir().join(format!("basalt-verify-seen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let shared = shared(&dir);
+        let (driver, _to_driver) = mpsc::channel(8);
+        let (network, _from_pool) = mpsc::channel(8);
+        let (gossip, _gossiped) = mpsc::channel(8);
+        let out = PoolOutlets {
+            driver,
+            network,
+            gossip,
+        };
+        let tx = |nonce| {
+            let item = BatchItem::CancelOrder {
+                market: 0,
+                order_id: 1,
+            };
+            SignedTx::sign(
+                &Keypair::from_seed([3; 32]),
+                "c",
+                nonce,
+                Payload::Single(item),
+            )
+        };
+        let (late, fresh) = (tx(0), tx(1));
+        // `late` reached us inside a block (verified on the consensus path), was committed.
+        shared.mempool().remove_committed(&[late.hash()], |_| 1);
+        let verified = || {
+            shared
+                .metrics
+                .signatures_verified
+                .get_or_create(&Metrics::label("kind", "tx"))
+                .get()
+        };
+        let submit = |txs: Vec<SignedTx>| {
+            let (reply, answer) = oneshot::channel();
+            let job = VerifyJob::Txs {
+                txs,
+                origin: TxOrigin::Rpc(reply),
+            };
+            verify_jobs(&shared, vec![job], &out);
+            answer.blocking_recv().unwrap()
+        };
+        let outcomes = submit(vec![late, fresh.clone()]);
+        assert_eq!(
+            outcomes[0].as_ref().map_err(|r| r.code.as_str()),
+            Err("duplicate")
+        );
+        assert_eq!(outcomes[1].as_ref().ok(), Some(&fresh.hash()));
+        assert_eq!(
+            verified(),
+            1,
+            "only the fresh transaction's signature is checked"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -32,12 +32,18 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
     /// An account with a proof against the latest state root: an absent account comes back
     /// as the default account with an exclusion proof. `None` only when the node cannot
     /// build a proof (its state tree is unusable); the route answers 500.
+    ///
+    /// Called on the RPC's async workers, like [`NodeApi::status`]: it must read in-memory
+    /// snapshots only and answer in microseconds. (The calls that may touch storage run on
+    /// the blocking pool; handing every read to it cost two thread switches per request,
+    /// and under `http-flood` the RPC threads switched 8,400 times a second.)
     fn account(&self, address: PublicKey) -> Option<AccountRecord>;
 
     /// A market's order book, or `None` when the market does not exist.
     fn book(&self, market: u32) -> Option<basalt_app::BookView>;
 
-    /// The node's view of the chain and of itself.
+    /// The node's view of the chain and of itself. Called on the RPC's async workers: it
+    /// must read atomics and snapshots only.
     fn status(&self) -> NodeStatus;
 
     /// The receipt `tx` would get if executed now, or why the mempool would refuse it.

@@ -249,7 +249,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
     tokio::spawn(network::run_tx_batcher(
         gossip_receiver,
         network.clone(),
-        shared.validators.len(),
+        network::validators_to_reach(shared.validators.len(), shared.validator_index.is_some()),
         metrics.clone(),
     ));
 

@@ -96,9 +96,10 @@ impl Mempool {
     }
 
     /// True if the transaction is pending or was seen lately (admitted, or committed in a
-    /// block): its signature was checked then, and a copy arriving now — a gossiped batch
-    /// that comes after the block that included it — is a duplicate, refused before its
-    /// signature is checked again.
+    /// block): its signature was checked then — by this node, or for a synced block by the
+    /// 2f+1 that certified it — and a copy arriving now (a gossiped batch that comes after
+    /// the block that included it) is a duplicate, refused before its signature is checked
+    /// again. The hash covers the signature: a copy with another signature is not seen.
     pub fn seen(&self, hash: &Hash) -> bool {
         self.entries.contains_key(hash) || self.is_recent(hash)
     }
@@ -207,7 +208,8 @@ impl Mempool {
                 let Some(entry) = self.entries.get(hash) else {
                     continue;
                 };
-                if admitted_by.is_some_and(|by| entry.admitted > by) {
+                // No instant that far back (a huge setting): nothing is old enough.
+                if admitted_by.is_none_or(|by| entry.admitted > by) {
                     continue;
                 }
                 if out.len() >= self.limits.block_txs_max
@@ -344,7 +346,10 @@ mod tests {
             ..MempoolSection::default()
         });
         let a = Keypair::from_label("a");
+        // Instants taken just before and just after each insertion bound its admission time
+        // (no assertion depends on how fast this thread runs).
         let (t, h, b) = tx(&a, 0);
+        let before = std::time::Instant::now();
         pool.insert(t, h, b, 0).unwrap();
         let admitted = std::time::Instant::now();
         // Nonce 1 arrives at least 20 ms later: still too young when nonce 0 is old enough.
@@ -358,8 +363,8 @@ mod tests {
                 .map(|t| t.body.nonce)
                 .collect()
         };
-        assert!(nonces(admitted).is_empty());
-        assert!(nonces(admitted + std::time::Duration::from_millis(5)).is_empty());
+        assert!(nonces(before).is_empty());
+        assert!(nonces(before + std::time::Duration::from_millis(5)).is_empty());
         assert_eq!(
             nonces(admitted + std::time::Duration::from_millis(11)),
             [0],

@@ -352,20 +352,28 @@ fn answer(store: &basalt_storage::Store, request: &SyncRequest) -> anyhow::Resul
     })
 }
 
-/// Whether the receivers of a transaction batch we publish now must forward it.
+/// Whether the receivers of a transaction batch we publish now must forward it;
+/// `validators_to_reach` is every validator but ourselves ([`validators_to_reach`]).
 ///
 /// A publish goes to every connected peer subscribed to the topic (flood publishing). When
-/// every configured peer is connected and subscribed, and they are at least as many as the
-/// other validators, every validator gets the batch from us directly and forwarding would
-/// only send each one `n - 2` duplicates. This takes a validator's configured peers to be
-/// its fellow validators, as `basalt devnet` writes them; a node with fewer configured
-/// peers, or missing one, asks for relaying (a node that listed sentries instead would
-/// have to list at least `n - 1` of them for this to go wrong).
-pub fn relay_needed(stats: &basalt_p2p::P2pStats, validators: usize) -> bool {
+/// every configured peer is reached (connected, subscribed, in good standing: see
+/// `TopicStats::subscribed_static_peers`), and they are at least as many as the validators
+/// to reach, every validator gets the batch from us directly and forwarding would only
+/// send each one `n - 2` duplicates. This takes a node's configured peers to be the
+/// validators, as `basalt devnet` writes them; a node with fewer configured peers, or
+/// missing one, asks for relaying (a node that listed sentries instead would have to list
+/// at least that many of them for this to go wrong).
+pub fn relay_needed(stats: &basalt_p2p::P2pStats, validators_to_reach: usize) -> bool {
     let listed = basalt_p2p::read_counter(&stats.static_peers);
     let reached = basalt_p2p::read_counter(&stats.txs.subscribed_static_peers);
-    let others = u64::try_from(validators.saturating_sub(1)).unwrap_or(u64::MAX);
+    let others = u64::try_from(validators_to_reach).unwrap_or(u64::MAX);
     reached < listed || listed < others
+}
+
+/// The validators a node's transaction batches must reach: all of them, but itself when it
+/// is one (a full node's batches must reach all `n`).
+pub fn validators_to_reach(validators: usize, is_validator: bool) -> usize {
+    validators.saturating_sub(usize::from(is_validator))
 }
 
 /// Publish admitted transactions in batches: a batch leaves when it is full or when the
@@ -373,7 +381,7 @@ pub fn relay_needed(stats: &basalt_p2p::P2pStats, validators: usize) -> bool {
 pub async fn run_tx_batcher(
     mut admitted: mpsc::Receiver<SignedTx>,
     network: NetworkHandle,
-    validators: usize,
+    validators_to_reach: usize,
     metrics: Metrics,
 ) {
     let commands = network.commands().clone();
@@ -389,7 +397,7 @@ pub async fn run_tx_batcher(
                 _ = tokio::time::sleep_until(deadline) => break,
             }
         }
-        let relay = relay_needed(network.stats(), validators);
+        let relay = relay_needed(network.stats(), validators_to_reach);
         metrics
             .tx_batches_published
             .get_or_create(&Metrics::label(
@@ -469,21 +477,25 @@ mod tests {
         use std::sync::atomic::AtomicU64;
         let stats = basalt_p2p::P2pStats::default();
         let set = |gauge: &AtomicU64, value: u64| gauge.store(value, Ordering::Relaxed);
-        // 4 validators, 3 configured peers, all connected and subscribed: no relay.
+        let validator = validators_to_reach(4, true);
+        assert_eq!(validator, 3);
+        // A validator of 4, 3 configured peers, all reached: no relay.
         set(&stats.static_peers, 3);
         set(&stats.txs.subscribed_static_peers, 3);
-        assert!(!relay_needed(&stats, 4));
+        assert!(!relay_needed(&stats, validator));
+        // A full node with the same 3 peers misses a validator: relay.
+        assert!(relay_needed(&stats, validators_to_reach(4, false)));
         // One of them down: the others forward for it.
         set(&stats.txs.subscribed_static_peers, 2);
-        assert!(relay_needed(&stats, 4));
+        assert!(relay_needed(&stats, validator));
         // Fewer configured peers than other validators: relay, whatever is connected.
         set(&stats.static_peers, 2);
-        assert!(relay_needed(&stats, 4));
-        // A lone validator, or none configured in a set of one.
+        assert!(relay_needed(&stats, validator));
+        // A lone validator, or none configured in a set of two.
         set(&stats.static_peers, 0);
         set(&stats.txs.subscribed_static_peers, 0);
-        assert!(!relay_needed(&stats, 1));
-        assert!(relay_needed(&stats, 2));
+        assert!(!relay_needed(&stats, validators_to_reach(1, true)));
+        assert!(relay_needed(&stats, validators_to_reach(2, true)));
     }
 
     #[test]

@@ -13,7 +13,8 @@ use tokio::sync::oneshot;
 pub enum Topic {
     /// Proposals (with their block) and votes: `basalt/consensus/1`.
     Consensus,
-    /// Transaction batches: `basalt/txs/1`.
+    /// Transaction batches: `basalt/txs/2` (2: batches carry their `relay` flag; a node of
+    /// the first format would reject every batch of the second and ban its sender).
     Txs,
 }
 
@@ -25,7 +26,7 @@ impl Topic {
     pub fn name(self) -> &'static str {
         match self {
             Topic::Consensus => "basalt/consensus/1",
-            Topic::Txs => "basalt/txs/1",
+            Topic::Txs => "basalt/txs/2",
         }
     }
 

@@ -41,6 +41,14 @@ impl SlowPeers {
         self.stretches.remove(peer);
     }
 
+    /// True when gossip to `peer` overflowed within [`SLOW_PEER_QUIET`] before `now`: what
+    /// we publish may not reach it.
+    pub(crate) fn is_slow(&self, peer: &PeerId, now: Instant) -> bool {
+        self.stretches
+            .get(peer)
+            .is_some_and(|(_, latest)| now.saturating_duration_since(*latest) < SLOW_PEER_QUIET)
+    }
+
     /// Peers tracked (at most the connected ones).
     #[cfg(test)]
     fn len(&self) -> usize {
@@ -280,8 +288,14 @@ mod tests {
         let after_pause = t1 + heartbeat * beats + SLOW_PEER_QUIET;
         assert!(!slow.report(peer, after_pause));
         assert!(!slow.report(peer, after_pause + heartbeat));
+        // Slow until a quiet period passes since its latest report.
+        let latest = after_pause + heartbeat;
+        assert!(slow.is_slow(&peer, latest + SLOW_PEER_QUIET / 2));
+        assert!(!slow.is_slow(&peer, latest + SLOW_PEER_QUIET));
+        assert!(!slow.is_slow(&PeerId::random(), latest));
         slow.forget(&peer);
         assert_eq!(slow.len(), 0);
+        assert!(!slow.is_slow(&peer, latest));
     }
 
     fn address() -> Multiaddr {

@@ -554,10 +554,19 @@ impl Service {
         for topic in Topic::ALL {
             let hash = topic.hash();
             let (mut subscribed, mut subscribed_static) = (0, 0);
+            let now = Instant::now();
+            let publish_threshold = gossipsub::PeerScoreThresholds::default().publish_threshold;
             for (peer, topics) in gossipsub.all_peers() {
                 if topics.contains(&&hash) {
                     subscribed += 1;
-                    if self.static_peers.contains(peer) {
+                    // Counted only if a publish reaches it: flood publishing skips a peer
+                    // scored below the publish threshold, and drops what overflows a slow
+                    // peer's queue.
+                    let reached = gossipsub
+                        .peer_score(peer)
+                        .is_none_or(|score| score >= publish_threshold)
+                        && !self.slow_peers.is_slow(peer, now);
+                    if reached && self.static_peers.contains(peer) {
                         subscribed_static += 1;
                     }
                 }

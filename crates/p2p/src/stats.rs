@@ -26,9 +26,10 @@ pub struct TopicStats {
     pub subscribed_peers: AtomicU64,
     /// Gauge: peers in our mesh for the topic.
     pub mesh_peers: AtomicU64,
-    /// Gauge: configured (static) peers that are connected and subscribed to the topic:
-    /// when it equals [`P2pStats::static_peers`], a publish reaches every one of them
-    /// directly (publishing floods to every subscribed peer).
+    /// Gauge: configured (static) peers that are connected and subscribed to the topic,
+    /// scored at or above the publish threshold and not overflowing lately: when it equals
+    /// [`P2pStats::static_peers`], a publish reaches every one of them directly (publishing
+    /// floods to every such peer). Refreshed every maintenance tick (100 ms).
     pub subscribed_static_peers: AtomicU64,
 }
 

@@ -1,8 +1,9 @@
 //! What the RPC needs from a node: the [`NodeApi`] trait and the records it returns.
 //!
 //! The node crate implements the trait over its snapshots and queues; tests mock it. Every
-//! method except [`NodeApi::submit`] is synchronous and may touch storage, so the server calls
-//! them on its blocking pool, never on its async workers.
+//! method except [`NodeApi::submit`] is synchronous. Those that may touch storage are called
+//! on the server's blocking pool, never on its async workers; [`NodeApi::status`] and
+//! [`NodeApi::account`] read in-memory snapshots only and are called on the workers.
 
 use basalt_types::{Block, CommitCertificate, Hash, PublicKey, Receipt, SignedTx, ValidatorInfo};
 use serde::{Deserialize, Serialize};

@@ -5,8 +5,9 @@
 //! # What it guarantees
 //!
 //! - **Isolation from consensus.** [`spawn`] runs the server on its own multi-thread tokio
-//!   runtime on dedicated OS threads, and calls the node's synchronous reads on that
-//!   runtime's bounded blocking pool. However much HTTP traffic arrives, no RPC task ever
+//!   runtime on dedicated OS threads, and calls the node's synchronous reads that may touch
+//!   storage on that runtime's bounded blocking pool (status and account reads, from
+//!   in-memory snapshots, run on its workers). However much HTTP traffic arrives, no RPC task ever
 //!   takes a turn on the node's runtime (see seed 000: a validator whose consensus shared a
 //!   runtime with client HTTP doubled its block time under load).
 //! - **Admission control, no queues.** At most `max_concurrent_requests` API requests run

@@ -3,9 +3,10 @@
 //! Layers, outermost first: metrics (route template, status, latency) → panic guard → body
 //! size limit → per-group admission control (load shed → concurrency limit → deadline) →
 //! handler. The `/v1` routes and the CometBFT routes share one concurrency limit. Synchronous
-//! node calls run on the blocking pool behind a bounded number of
+//! node calls that may touch storage run on the blocking pool behind a bounded number of
 //! slots, so a slow storage read can stall neither the async workers nor, after its request
-//! timed out, pile up without bound.
+//! timed out, pile up without bound; status and account reads (in-memory snapshots) run on
+//! the workers.
 
 use crate::api::{BlockAt, NodeApi};
 use crate::cometbft::{

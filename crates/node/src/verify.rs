@@ -623,28 +623,62 @@ mod tests {
         assert!(jobs.is_empty());
     }
 
-    /// A node's shared state with validator 0 = `Keypair::from_seed([7; 32])`, its store
-    /// in `dir`.
-    fn shared(dir: &std::path::Path) -> Arc<Shared> {
-        crate::state::test_shared(dir, &[Keypair::from_seed([7; 32])], 0)
+    /// A pool's surroundings: a node's shared state with validator 0 =
+    /// `Keypair::from_seed([7; 32])` and its store in a directory of its own (removed on
+    /// drop), and the pool's outlets with their receivers.
+    struct Fixture {
+        dir: TempDir,
+        shared: Arc<Shared>,
+        out: PoolOutlets,
+        to_driver: mpsc::Receiver<DriverInput>,
+        _from_pool: mpsc::Receiver<NetworkCommand>,
+        _gossiped: mpsc::Receiver<SignedTx>,
+    }
+
+    impl Fixture {
+        fn new(name: &str) -> Fixture {
+            let dir = std::env::temp_dir().join(format!("basalt-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let shared = crate::state::test_shared(&dir, &[Keypair::from_seed([7; 32])], 0);
+            let (driver, to_driver) = mpsc::channel(8);
+            let (network, _from_pool) = mpsc::channel(8);
+            let (gossip, _gossiped) = mpsc::channel(8);
+            Fixture {
+                dir: TempDir(dir),
+                shared,
+                out: PoolOutlets {
+                    driver,
+                    network,
+                    gossip,
+                },
+                to_driver,
+                _from_pool,
+                _gossiped,
+            }
+        }
+    }
+
+    /// A directory removed when dropped.
+    struct TempDir(std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     fn votes_are_verified_while_the_mempool_is_locked_elsewhere() {
         // The transaction lane runs at a lower OS priority and takes the mempool lock; a
         // batch of votes must not wait for that lock (it did: every batch took it).
-        let dir = std::env::temp_dir().join(format!("basalt-verify-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let shared = shared(&dir);
-        let (driver, mut to_driver) = mpsc::channel(8);
-        let (network, _from_pool) = mpsc::channel(8);
-        let (gossip, _gossiped) = mpsc::channel(8);
-        let out = PoolOutlets {
-            driver,
-            network,
-            gossip,
-        };
+        let Fixture {
+            dir: _dir,
+            shared,
+            out,
+            mut to_driver,
+            ..
+        } = Fixture::new("verify");
         let held = shared.mempool();
         let worker = {
             let shared = shared.clone();
@@ -666,23 +700,12 @@ mod tests {
             matches!(delivered, Some(DriverInput::Consensus(..))),
             "the vote waited for the mempool lock"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn a_transaction_committed_before_its_gossip_arrives_is_not_verified_again() {
-        let dir = std::env::temp_dir().join(format!("basalt-verify-seen-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let shared = shared(&dir);
-        let (driver, _to_driver) = mpsc::channel(8);
-        let (network, _from_pool) = mpsc::channel(8);
-        let (gossip, _gossiped) = mpsc::channel(8);
-        let out = PoolOutlets {
-            driver,
-            network,
-            gossip,
-        };
+        let fixture = Fixture::new("verify-seen");
+        let (shared, out) = (&fixture.shared, &fixture.out);
         let tx = |nonce| {
             let item = BatchItem::CancelOrder {
                 market: 0,
@@ -711,7 +734,7 @@ mod tests {
                 txs,
                 origin: TxOrigin::Rpc(reply),
             };
-            verify_jobs(&shared, vec![job], &out);
+            verify_jobs(shared, vec![job], out);
             answer.blocking_recv().unwrap()
         };
         let outcomes = submit(vec![late, fresh.clone()]);
@@ -725,7 +748,6 @@ mod tests {
             1,
             "only the fresh transaction's signature is checked"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

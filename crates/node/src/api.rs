@@ -34,6 +34,13 @@ fn all_rejected(count: usize, code: &str, message: &str) -> Vec<Result<Hash, Rej
 }
 
 impl NodeApi for Api {
+    fn admit(&self, txs: usize) -> Result<(), String> {
+        self.shared
+            .admission
+            .admit(txs)
+            .map_err(|congested| congested.to_string())
+    }
+
     async fn submit(&self, txs: Vec<SignedTx>) -> Vec<Result<Hash, Rejection>> {
         let count = txs.len();
         let hashes: Vec<Hash> = txs.iter().map(SignedTx::hash).collect();

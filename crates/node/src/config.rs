@@ -79,6 +79,11 @@ pub struct RpcSection {
     pub max_requests_per_client_per_sec: u64,
     /// OS niceness of the RPC threads (0..=19; 0 = same as consensus).
     pub thread_niceness: u8,
+    /// Transaction submissions are limited (503 `congested`) while the median interval of
+    /// the last 9 round-0 blocks exceeds this much of the idle median, per mille.
+    pub tx_admission_target_permille: u32,
+    /// The limit never goes below this many transactions/s.
+    pub tx_admission_min_per_sec: u64,
 }
 
 impl Default for RpcSection {
@@ -91,6 +96,8 @@ impl Default for RpcSection {
             request_timeout_ms: 10_000,
             max_requests_per_client_per_sec: basalt_rpc::REQUESTS_PER_CLIENT_PER_SEC_DEFAULT,
             thread_niceness: basalt_rpc::THREAD_NICENESS_DEFAULT,
+            tx_admission_target_permille: crate::admission::TARGET_PERMILLE_DEFAULT,
+            tx_admission_min_per_sec: crate::admission::MIN_PER_SEC_DEFAULT,
         }
     }
 }
@@ -166,6 +173,9 @@ pub struct ProtectionsSection {
     /// One peer may hand at most 2,000 consensus messages per second to the node (off:
     /// unlimited, and a flooding peer can fill the event queue).
     pub peer_gossip_rate: bool,
+    /// Transaction submissions are limited while blocks come slower than idle (off: every
+    /// submission goes to verification).
+    pub latency_admission: bool,
 }
 
 impl Default for ProtectionsSection {
@@ -177,6 +187,7 @@ impl Default for ProtectionsSection {
             sync_gating: true,
             early_drop: true,
             peer_gossip_rate: true,
+            latency_admission: true,
         }
     }
 }
@@ -275,6 +286,15 @@ impl KeyFile {
 }
 
 impl NodeConfig {
+    /// The transaction admission controller's setup.
+    pub fn admission(&self) -> crate::admission::AdmissionConfig {
+        crate::admission::AdmissionConfig {
+            enabled: self.protections.latency_admission,
+            target_permille: self.rpc.tx_admission_target_permille,
+            min_per_sec: self.rpc.tx_admission_min_per_sec,
+        }
+    }
+
     /// Load `path` and apply `BASALT__SECTION__KEY` environment overrides.
     pub fn load(path: &Path) -> anyhow::Result<NodeConfig> {
         let text = std::fs::read_to_string(path)
@@ -358,6 +378,13 @@ max_requests_per_client_per_sec = {rpc_rate}
 # OS niceness of the RPC threads (0..=19): when CPU is short, consensus runs first and an
 # HTTP flood slows the RPC, not the chain. 0 = same priority as consensus.
 thread_niceness = {rpc_nice}
+# Transaction admission follows consensus latency: while the median interval of the last 9
+# blocks decided in round 0 exceeds this much of the median interval of empty blocks (per
+# mille), this node admits its clients' transactions at a limited rate (503 "congested"
+# beyond it), cut by a quarter while blocks stay slow and raised while they are fast.
+tx_admission_target_permille = {rpc_adm_target}
+# The limit never goes below this many transactions/s.
+tx_admission_min_per_sec = {rpc_adm_min}
 
 [mempool]
 # Most pending transactions, and most pending bytes; beyond either, submissions get
@@ -390,6 +417,8 @@ sync_gating = {psg}
 early_drop = {ped}
 # One peer hands at most 2,000 consensus messages per second to the node.
 peer_gossip_rate = {ppr}
+# Transaction submissions limited while blocks come slower than idle (see [rpc]).
+latency_admission = {pla}
 "#,
             moniker = self.moniker,
             tp = c.timeout_propose_ms,
@@ -409,6 +438,8 @@ peer_gossip_rate = {ppr}
             rt = r.request_timeout_ms,
             rpc_rate = r.max_requests_per_client_per_sec,
             rpc_nice = r.thread_niceness,
+            rpc_adm_target = r.tx_admission_target_permille,
+            rpc_adm_min = r.tx_admission_min_per_sec,
             ms = m.size,
             mb = m.max_bytes,
             mp = m.per_sender_max,
@@ -422,6 +453,7 @@ peer_gossip_rate = {ppr}
             psg = self.protections.sync_gating,
             ped = self.protections.early_drop,
             ppr = self.protections.peer_gossip_rate,
+            pla = self.protections.latency_admission,
         )
     }
 }

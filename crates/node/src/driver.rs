@@ -989,9 +989,13 @@ impl Driver {
                 .observe(now.duration_since(entered).as_secs_f64());
         }
         if let Some(last) = self.last_commit_at.replace(now) {
+            let interval = now.duration_since(last);
             self.metrics()
                 .block_interval
-                .observe(now.duration_since(last).as_secs_f64());
+                .observe(interval.as_secs_f64());
+            self.shared
+                .admission
+                .observe_height(interval, certificate.round, block.txs.len());
         }
         if certificate.round > 0 {
             self.metrics().round_escalations.inc();

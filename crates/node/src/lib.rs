@@ -6,6 +6,7 @@
 //! storage transaction, announce); the mempool; and the RPC server on its own runtime. Every
 //! arrow between them is a bounded queue with a name, a depth gauge and a drop counter.
 
+pub mod admission;
 pub mod api;
 pub mod chain;
 pub mod config;
@@ -161,6 +162,7 @@ pub async fn start(home: &Path) -> anyhow::Result<NodeHandle> {
         tips: Mutex::new(tips::Tips::default()),
         slots: Mutex::new(slots::SlotGuard::default()),
         commit_times: Mutex::new(state::CommitTimes::default()),
+        admission: admission::Admission::new(config.admission(), &mut registry),
     });
 
     let (driver_sender, driver_inputs) = tokio::sync::mpsc::channel(DRIVER_QUEUE_MAX);

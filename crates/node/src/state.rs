@@ -142,6 +142,8 @@ pub struct Shared {
     pub slots: Mutex<crate::slots::SlotGuard>,
     /// When recent heights became durable here (the chain worker writes, RPC reads).
     pub commit_times: Mutex<CommitTimes>,
+    /// Transaction admission by consensus latency (the driver feeds it, the RPC asks it).
+    pub admission: crate::admission::Admission,
 }
 
 impl Shared {
@@ -254,6 +256,7 @@ pub(crate) fn test_shared(dir: &std::path::Path, keys: &[Keypair], index: u16) -
         tips: Mutex::new(crate::tips::Tips::default()),
         slots: Mutex::new(crate::slots::SlotGuard::default()),
         commit_times: Mutex::new(CommitTimes::default()),
+        admission: crate::admission::Admission::new(Default::default(), &mut registry),
     })
 }
 

@@ -23,6 +23,14 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
         txs: Vec<SignedTx>,
     ) -> impl Future<Output = Vec<Result<Hash, Rejection>>> + Send;
 
+    /// May a client's request of `txs` transactions go to [`NodeApi::submit`] now? Asked
+    /// before the transactions are decoded; `Err` carries why not, and the whole request
+    /// is refused with 503 `congested` (retryable). The default admits everything.
+    fn admit(&self, txs: usize) -> Result<(), String> {
+        let _ = txs;
+        Ok(())
+    }
+
     /// Where a transaction is: in the mempool, committed (with its receipt), rejected, or
     /// unknown to this node.
     fn tx_status(&self, hash: Hash) -> TxStatus;

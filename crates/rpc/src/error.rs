@@ -51,6 +51,11 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
     }
 
+    /// 503 `congested`: transactions refused while consensus runs slower than idle.
+    pub fn congested(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "congested", message)
+    }
+
     /// 500 `internal`: a bug or a failure inside the node, never the client's fault.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)

@@ -30,15 +30,18 @@ pub enum ShedReason {
     BodyTooLarge,
     /// The client made more requests per second than it may.
     RateLimited,
+    /// Transactions refused because the node's blocks come slower than idle.
+    Congested,
 }
 
 impl ShedReason {
     /// Every reason, for pre-creating series.
-    pub const ALL: [ShedReason; 4] = [
+    pub const ALL: [ShedReason; 5] = [
         ShedReason::Overloaded,
         ShedReason::Timeout,
         ShedReason::BodyTooLarge,
         ShedReason::RateLimited,
+        ShedReason::Congested,
     ];
 
     /// The label value (also the error code of the response).
@@ -48,6 +51,7 @@ impl ShedReason {
             ShedReason::Timeout => "timeout",
             ShedReason::BodyTooLarge => "body_too_large",
             ShedReason::RateLimited => "rate_limited",
+            ShedReason::Congested => "congested",
         }
     }
 }

@@ -406,6 +406,10 @@ async fn submit_txs<S: NodeApi>(
             ),
         ));
     }
+    if let Err(why) = shared.api.admit(request.txs.len()) {
+        shared.metrics.shed(ShedReason::Congested);
+        return Err(ApiError::congested(why));
+    }
     let mut results: Vec<SubmitResult> = Vec::with_capacity(request.txs.len());
     let mut decoded: Vec<(usize, SignedTx)> = Vec::with_capacity(request.txs.len());
     for (position, text) in request.txs.iter().enumerate() {

@@ -191,7 +191,8 @@ fn classify(code: &str) -> Refusal {
     match code {
         "duplicate" => Refusal::Duplicate,
         "stale_nonce" => Refusal::StaleNonce,
-        "mempool_full" | "sender_full" => Refusal::Transient { ambiguous: false },
+        // "congested": refused before verification, while the node's blocks are slow.
+        "mempool_full" | "sender_full" | "congested" => Refusal::Transient { ambiguous: false },
         // "overloaded" in a submit result can mean the verification pool did not answer in
         // time, and it may still admit the transaction.
         "overloaded" | "timeout" | "internal" => Refusal::Transient { ambiguous: true },

@@ -334,7 +334,10 @@ async fn post_once(ctx: &Ctx, route: &str, hexes: &[&str]) -> (Answer, f64) {
 
 /// Whether a per-transaction rejection code means "try again later".
 fn is_transient(code: &str) -> bool {
-    matches!(code, "mempool_full" | "sender_full" | "overloaded")
+    matches!(
+        code,
+        "mempool_full" | "sender_full" | "overloaded" | "congested"
+    )
 }
 
 /// `POST /v1/txs` the prepared transactions to `route` and record each operation's answer.

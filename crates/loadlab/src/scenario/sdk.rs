@@ -66,9 +66,16 @@ pub fn state_of(outcome: &OpOutcome, at: Instant) -> OpState {
             OpError::ShutDown => OpState::Rejected("shut_down".into()),
             OpError::Internal(_) => OpState::SysError,
             OpError::RetriesExhausted { last_error, .. } => {
-                let typed_overload = ["overloaded", "mempool_full", "sender_full", "429", "503"]
-                    .iter()
-                    .any(|code| last_error.contains(code));
+                let typed_overload = [
+                    "overloaded",
+                    "congested",
+                    "mempool_full",
+                    "sender_full",
+                    "429",
+                    "503",
+                ]
+                .iter()
+                .any(|code| last_error.contains(code));
                 if typed_overload {
                     OpState::Shed
                 } else {

@@ -164,8 +164,21 @@ async fn tx<S: NodeApi>(shared: &AppState<S>, params: &Params) -> Result<Value, 
     to_value(TxResult::new(&hash, height, index, &receipt, &bytes))
 }
 
+/// The refusal of one transaction while the node limits admission, if it does.
+fn congested<S: NodeApi>(shared: &AppState<S>) -> Option<TxResultJson> {
+    let why = shared.api.admit(1).err()?;
+    shared.metrics.shed(ShedReason::Congested);
+    Some(TxResultJson::refused(&ErrorBody {
+        code: "congested".to_owned(),
+        message: why,
+    }))
+}
+
 /// Decode, then admit to the mempool: CometBFT's `CheckTx`, as a result code.
 async fn check_tx<S: NodeApi>(shared: &AppState<S>, tx: SignedTx) -> TxResultJson {
+    if let Some(refused) = congested(shared) {
+        return refused;
+    }
     match shared.api.submit(vec![tx]).await.into_iter().next() {
         Some(Ok(_)) => TxResultJson::ok(),
         Some(Err(rejection)) => TxResultJson::rejected(&rejection),
@@ -202,26 +215,26 @@ async fn broadcast_async<S: NodeApi>(
 ) -> Result<Value, RpcError> {
     let bytes = params.bytes("tx", 0)?;
     let hash = sha256(&bytes);
-    let check = match decode_tx(&bytes) {
-        Err(why) => TxResultJson::refused(&why),
-        Ok(tx) => match shared.comet.async_submit_slot() {
-            None => {
-                shared.metrics.shed(ShedReason::Overloaded);
-                TxResultJson::refused(&ErrorBody {
-                    code: "overloaded".to_owned(),
-                    message: "too many asynchronous submissions in flight".to_owned(),
-                })
-            }
-            Some(slot) => {
-                let api = shared.api.clone();
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    // The node remembers a rejection; `tx` and `/v1/txs/{hash}` report it.
-                    let _ = api.submit(vec![tx]).await;
-                });
-                TxResultJson::ok()
-            }
-        },
+    let tx = match decode_tx(&bytes) {
+        Ok(tx) => tx,
+        Err(why) => return to_value(BroadcastResult::new(TxResultJson::refused(&why), &hash)),
+    };
+    let check = if let Some(refused) = congested(shared) {
+        refused
+    } else if let Some(slot) = shared.comet.async_submit_slot() {
+        let api = shared.api.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            // The node remembers a rejection; `tx` and `/v1/txs/{hash}` report it.
+            let _ = api.submit(vec![tx]).await;
+        });
+        TxResultJson::ok()
+    } else {
+        shared.metrics.shed(ShedReason::Overloaded);
+        TxResultJson::refused(&ErrorBody {
+            code: "overloaded".to_owned(),
+            message: "too many asynchronous submissions in flight".to_owned(),
+        })
     };
     to_value(BroadcastResult::new(check, &hash))
 }

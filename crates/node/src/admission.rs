@@ -1,0 +1,539 @@
+//! Transaction admission driven by consensus latency: a validator sheds its own clients'
+//! submissions when its blocks come slower than they did idle.
+//!
+//! Seed 000's chain starved its consensus with client traffic on one validator. Basalt's
+//! RPC already runs apart from consensus (own runtime, concurrency cap, per-client rate,
+//! niced threads), but every admitted transaction still costs each validator signature
+//! checks, gossip, execution and storage, and on a saturated machine that work competes
+//! with consensus for the same cores. A client that submits as fast as it is answered
+//! (a closed loop) raises its rate to whatever the node absorbs, and block time follows.
+//!
+//! The controller compares the median interval of the last [`RECENT_HEIGHTS`] blocks
+//! decided in round 0 with the median interval of the last [`IDLE_HEIGHTS`] empty blocks
+//! (the idle reference, learned while the chain idles). While the recent median stays
+//! within `target_permille` of the idle one, submissions are admitted freely. Above it,
+//! a token bucket limits this node's admissions. The controller steps at most once every
+//! [`STEP_HEIGHTS`] heights (a change shows in the median only after about half its
+//! window): above target, the rate is cut to [`DECREASE_PERMILLE`] of itself (the first
+//! time, of what was being admitted); at or below target while the bucket refused
+//! something, it grows to [`INCREASE_PERMILLE`] of itself. After [`RELEASE_HEIGHTS`]
+//! heights without a refusal the limit is lifted. The rate never goes under
+//! `min_per_sec`: a node never refuses everything.
+//!
+//! The steps are small and slow on purpose: on a shared machine one block interval moves
+//! by several milliseconds with nothing changed, and a controller that chases that noise
+//! admits in bursts, which is what moves the tail of consensus latency.
+//!
+//! Heights decided in a later round are left out of the recent window (a timeout is not
+//! load), and so are heights decided while no idle reference exists: before
+//! [`IDLE_HEIGHTS_MIN`] empty blocks have been seen, everything is admitted.
+//!
+//! Refused submissions get 503 `congested` (retryable: clients back off, or go to another
+//! validator). Only whole requests are refused, before their signatures are checked.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Empty-block intervals kept for the idle reference (their median).
+pub const IDLE_HEIGHTS: usize = 64;
+/// Empty blocks needed before the controller acts.
+pub const IDLE_HEIGHTS_MIN: usize = 16;
+/// Round-0 intervals whose median is compared with the idle reference (about 1.2 s at
+/// 50 ms blocks).
+pub const RECENT_HEIGHTS: usize = 25;
+/// Heights between two steps of the rate.
+pub const STEP_HEIGHTS: u32 = 10;
+/// Heights without a refusal after which the limit is lifted.
+pub const RELEASE_HEIGHTS: u32 = 200;
+/// A cut keeps this much of the rate, per mille.
+pub const DECREASE_PERMILLE: u64 = 850;
+/// A raise makes the rate this much of itself, per mille.
+pub const INCREASE_PERMILLE: u64 = 1050;
+/// Smallest raise, transactions/s.
+pub const INCREASE_MIN: u64 = 10;
+/// The bucket holds this long of the rate (bursts).
+pub const BURST: Duration = Duration::from_millis(50);
+/// Default of [`AdmissionConfig::target_permille`].
+pub const TARGET_PERMILLE_DEFAULT: u32 = 1050;
+/// Default of [`AdmissionConfig::min_per_sec`].
+pub const MIN_PER_SEC_DEFAULT: u64 = 200;
+
+/// How the controller is set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmissionConfig {
+    /// Off: everything is admitted (to measure what the controller prevents).
+    pub enabled: bool,
+    /// The recent median block interval may be this much of the idle one (per mille)
+    /// before submissions are limited.
+    pub target_permille: u32,
+    /// The limit never goes below this, transactions/s.
+    pub min_per_sec: u64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            enabled: true,
+            target_permille: TARGET_PERMILLE_DEFAULT,
+            min_per_sec: MIN_PER_SEC_DEFAULT,
+        }
+    }
+}
+
+/// Why a submission was refused: the figures behind the decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Congested {
+    /// Median of the recent round-0 block intervals, µs.
+    pub recent_us: u64,
+    /// Median of the idle block intervals, µs.
+    pub idle_us: u64,
+    /// The admission rate in force, transactions/s.
+    pub rate_per_sec: u64,
+}
+
+impl std::fmt::Display for Congested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "consensus is slower than idle (block interval median {:.1} ms, idle {:.1} ms); \
+             this validator admits {} transactions/s now: retry later or at another validator",
+            self.recent_us as f64 / 1e3,
+            self.idle_us as f64 / 1e3,
+            self.rate_per_sec
+        )
+    }
+}
+
+/// The controller's state. Pure: time comes in as arguments.
+#[derive(Debug)]
+pub struct Controller {
+    config: AdmissionConfig,
+    idle: VecDeque<u64>,
+    recent: VecDeque<u64>,
+    /// The limit in force, transactions/s; `None` = admit everything.
+    rate: Option<u64>,
+    /// Bucket content, thousandths of a transaction; may go negative by one request.
+    tokens_milli: i64,
+    refilled_at: Option<Instant>,
+    heights_since_step: u32,
+    heights_since_refusal: u32,
+    admitted_since_height: u64,
+    refused_since_height: u64,
+    /// Admitted transactions/s, smoothed over heights (the first limit starts from it).
+    admitted_per_sec: u64,
+    last_height_at: Option<Instant>,
+}
+
+fn median(values: &VecDeque<u64>) -> Option<u64> {
+    let mut sorted: Vec<u64> = values.iter().copied().collect();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied()
+}
+
+fn push_bounded(window: &mut VecDeque<u64>, value: u64, max: usize) {
+    if window.len() == max {
+        window.pop_front();
+    }
+    window.push_back(value);
+}
+
+impl Controller {
+    /// A controller with nothing learned yet (it admits everything).
+    pub fn new(config: AdmissionConfig) -> Controller {
+        Controller {
+            config,
+            idle: VecDeque::with_capacity(IDLE_HEIGHTS),
+            recent: VecDeque::with_capacity(RECENT_HEIGHTS),
+            rate: None,
+            tokens_milli: 0,
+            refilled_at: None,
+            heights_since_step: 0,
+            heights_since_refusal: 0,
+            admitted_since_height: 0,
+            refused_since_height: 0,
+            admitted_per_sec: 0,
+            last_height_at: None,
+        }
+    }
+
+    /// The limit in force (transactions/s), if any.
+    pub fn rate(&self) -> Option<u64> {
+        self.rate
+    }
+
+    /// Median idle interval, µs, once enough empty blocks were seen.
+    pub fn idle_us(&self) -> Option<u64> {
+        (self.idle.len() >= IDLE_HEIGHTS_MIN)
+            .then(|| median(&self.idle))
+            .flatten()
+    }
+
+    /// Median recent round-0 interval, µs, once the window is full.
+    pub fn recent_us(&self) -> Option<u64> {
+        (self.recent.len() == RECENT_HEIGHTS)
+            .then(|| median(&self.recent))
+            .flatten()
+    }
+
+    /// The recent median above which submissions are limited, µs.
+    pub fn target_us(&self) -> Option<u64> {
+        self.idle_us()
+            .map(|idle| idle.saturating_mul(u64::from(self.config.target_permille)) / 1000)
+    }
+
+    /// A height was decided at `now`, `interval` after the previous one, in `round`, with
+    /// `txs` transactions in its block.
+    pub fn observe_height(&mut self, now: Instant, interval: Duration, round: u32, txs: usize) {
+        let interval_us = u64::try_from(interval.as_micros()).unwrap_or(u64::MAX);
+        if let Some(last) = self.last_height_at.replace(now) {
+            let elapsed_us = u64::try_from(now.duration_since(last).as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let per_sec = self.admitted_since_height.saturating_mul(1_000_000) / elapsed_us;
+            // Smoothed over about 8 heights.
+            self.admitted_per_sec = (self.admitted_per_sec.saturating_mul(7) + per_sec) / 8;
+        }
+        if round == 0 {
+            if txs == 0 {
+                push_bounded(&mut self.idle, interval_us, IDLE_HEIGHTS);
+            }
+            push_bounded(&mut self.recent, interval_us, RECENT_HEIGHTS);
+        }
+        let refused = self.refused_since_height > 0;
+        self.admitted_since_height = 0;
+        self.refused_since_height = 0;
+        self.heights_since_step = self.heights_since_step.saturating_add(1);
+        self.heights_since_refusal = if refused {
+            0
+        } else {
+            self.heights_since_refusal.saturating_add(1)
+        };
+        if !self.config.enabled {
+            return;
+        }
+        let (Some(target), Some(recent)) = (self.target_us(), self.recent_us()) else {
+            return;
+        };
+        let min = self.config.min_per_sec.max(1);
+        if recent <= target && self.rate.is_some() && self.heights_since_refusal >= RELEASE_HEIGHTS
+        {
+            self.rate = None;
+            return;
+        }
+        if self.heights_since_step < STEP_HEIGHTS {
+            return;
+        }
+        if recent > target {
+            let from = match self.rate {
+                Some(rate) => rate,
+                // Only this node's own clients are limited here: when they are not what
+                // loads the chain (little admitted), there is nothing to take from them.
+                None if self.admitted_per_sec > min => self.admitted_per_sec,
+                None => return,
+            };
+            let cut = (from.saturating_mul(DECREASE_PERMILLE) / 1000).max(min);
+            if self.rate.is_none() {
+                self.tokens_milli = capacity_milli(cut);
+                self.refilled_at = Some(now);
+            }
+            self.rate = Some(cut);
+            self.heights_since_step = 0;
+        } else if let Some(rate) = self.rate {
+            if self.heights_since_refusal < STEP_HEIGHTS {
+                let raised = (rate.saturating_mul(INCREASE_PERMILLE) / 1000)
+                    .max(rate.saturating_add(INCREASE_MIN));
+                self.rate = Some(raised);
+                self.heights_since_step = 0;
+            }
+        }
+    }
+
+    /// May `txs` transactions be admitted at `now`? Counts the answer.
+    pub fn admit(&mut self, now: Instant, txs: usize) -> Result<(), Congested> {
+        let txs = u64::try_from(txs).unwrap_or(u64::MAX);
+        let Some(rate) = self.rate else {
+            self.admitted_since_height = self.admitted_since_height.saturating_add(txs);
+            return Ok(());
+        };
+        let capacity = capacity_milli(rate);
+        let elapsed_us = self
+            .refilled_at
+            .map_or(0, |at| now.saturating_duration_since(at).as_micros());
+        self.refilled_at = Some(now);
+        // rate/s × µs = rate × µs / 1e6 transactions = rate × µs / 1e3 thousandths.
+        let refill = u128::from(rate).saturating_mul(elapsed_us) / 1000;
+        let refill = i64::try_from(refill).unwrap_or(i64::MAX);
+        self.tokens_milli = self.tokens_milli.saturating_add(refill).min(capacity);
+        if self.tokens_milli > 0 {
+            let cost = i64::try_from(txs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            self.tokens_milli = self.tokens_milli.saturating_sub(cost);
+            self.admitted_since_height = self.admitted_since_height.saturating_add(txs);
+            return Ok(());
+        }
+        self.refused_since_height = self.refused_since_height.saturating_add(txs);
+        Err(Congested {
+            recent_us: self.recent_us().unwrap_or(0),
+            idle_us: self.idle_us().unwrap_or(0),
+            rate_per_sec: rate,
+        })
+    }
+}
+
+/// What the bucket holds at most at `rate`: [`BURST`] worth, and at least one transaction.
+fn capacity_milli(rate: u64) -> i64 {
+    let burst_us = u64::try_from(BURST.as_micros()).unwrap_or(u64::MAX);
+    let milli = rate.saturating_mul(burst_us) / 1000;
+    i64::try_from(milli).unwrap_or(i64::MAX).max(1000)
+}
+
+/// The controller shared by the driver (heights) and the RPC (submissions), with its
+/// metrics.
+#[derive(Debug)]
+pub struct Admission {
+    controller: Mutex<Controller>,
+    admitted: Counter,
+    refused: Counter,
+    rate: Gauge,
+    idle_us: Gauge,
+    recent_us: Gauge,
+}
+
+impl Admission {
+    /// A controller configured by `config`, its metrics registered in `registry`.
+    pub fn new(config: AdmissionConfig, registry: &mut Registry) -> Admission {
+        let admission = Admission {
+            controller: Mutex::new(Controller::new(config)),
+            admitted: Counter::default(),
+            refused: Counter::default(),
+            rate: Gauge::default(),
+            idle_us: Gauge::default(),
+            recent_us: Gauge::default(),
+        };
+        registry.register(
+            "admission_admitted_txs",
+            "Transactions let through by consensus-latency admission",
+            admission.admitted.clone(),
+        );
+        registry.register(
+            "admission_refused_txs",
+            "Transactions refused (503 congested) because blocks came slower than idle",
+            admission.refused.clone(),
+        );
+        registry.register(
+            "admission_rate_limit",
+            "Transactions/s this node admits from its clients; 0 = no limit in force",
+            admission.rate.clone(),
+        );
+        registry.register(
+            "admission_idle_block_interval_microseconds",
+            "Median interval of recent empty blocks (the idle reference), 0 until learned",
+            admission.idle_us.clone(),
+        );
+        registry.register(
+            "admission_recent_block_interval_microseconds",
+            "Median interval of the last 9 blocks decided in round 0",
+            admission.recent_us.clone(),
+        );
+        admission
+    }
+
+    /// A height was decided (see [`Controller::observe_height`]).
+    pub fn observe_height(&self, interval: Duration, round: u32, txs: usize) {
+        let Ok(mut controller) = self.controller.lock() else {
+            return;
+        };
+        controller.observe_height(Instant::now(), interval, round, txs);
+        let gauge = |v: Option<u64>| i64::try_from(v.unwrap_or(0)).unwrap_or(i64::MAX);
+        self.rate.set(gauge(controller.rate()));
+        self.idle_us.set(gauge(controller.idle_us()));
+        self.recent_us.set(gauge(controller.recent_us()));
+    }
+
+    /// May `txs` transactions from a client be admitted now?
+    pub fn admit(&self, txs: usize) -> Result<(), Congested> {
+        let count = u64::try_from(txs).unwrap_or(u64::MAX);
+        let answer = match self.controller.lock() {
+            Ok(mut controller) => controller.admit(Instant::now(), txs),
+            // A poisoned lock means a panic elsewhere; admitting keeps the node usable.
+            Err(_) => Ok(()),
+        };
+        match answer {
+            Ok(()) => self.admitted.inc_by(count),
+            Err(_) => self.refused.inc_by(count),
+        };
+        answer
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const IDLE: Duration = Duration::from_millis(50);
+    const SLOW: Duration = Duration::from_millis(60);
+
+    /// A controller that has seen enough empty blocks, and a clock.
+    fn learned(config: AdmissionConfig) -> (Controller, Instant) {
+        let mut c = Controller::new(config);
+        let mut now = Instant::now();
+        for _ in 0..IDLE_HEIGHTS_MIN {
+            now += IDLE;
+            c.observe_height(now, IDLE, 0, 0);
+        }
+        (c, now)
+    }
+
+    /// `per_height` transactions offered (all at once) per height of `interval`, for
+    /// `heights` heights; returns how many were admitted.
+    fn drive(
+        c: &mut Controller,
+        now: &mut Instant,
+        heights: usize,
+        interval: Duration,
+        per_height: usize,
+    ) -> usize {
+        let mut admitted = 0;
+        for _ in 0..heights {
+            // Offered in 10 requests spread over the height.
+            for _ in 0..10 {
+                *now += interval / 10;
+                if c.admit(*now, per_height / 10).is_ok() {
+                    admitted += per_height / 10;
+                }
+            }
+            c.observe_height(*now, interval, 0, per_height);
+        }
+        admitted
+    }
+
+    #[test]
+    fn nothing_is_refused_before_an_idle_reference_exists() {
+        let mut c = Controller::new(AdmissionConfig::default());
+        let mut now = Instant::now();
+        // Loaded and slow from the start: no empty block, so no reference.
+        assert_eq!(drive(&mut c, &mut now, 50, SLOW * 2, 100), 5000);
+        assert_eq!(c.rate(), None);
+    }
+
+    #[test]
+    fn blocks_within_target_admit_everything() {
+        let (mut c, mut now) = learned(AdmissionConfig::default());
+        // 52 ms is within 1.05 × 50 ms.
+        let admitted = drive(&mut c, &mut now, 40, Duration::from_millis(52), 100);
+        assert_eq!(admitted, 4000);
+        assert_eq!(c.rate(), None);
+        assert_eq!(c.target_us(), Some(52_500));
+    }
+
+    #[test]
+    fn slow_blocks_limit_admission_below_what_was_admitted() {
+        let (mut c, mut now) = learned(AdmissionConfig::default());
+        // 2,000/s admitted while blocks are within target.
+        drive(&mut c, &mut now, 40, IDLE, 100);
+        assert_eq!(c.rate(), None);
+        // Then blocks slow down: the median crosses once 13 of the 25 are slow, and the
+        // rate is cut then, and again every STEP_HEIGHTS heights while they stay slow.
+        let mut changes = Vec::new();
+        let mut last = None;
+        for height in 1..=RECENT_HEIGHTS + 2 * STEP_HEIGHTS as usize {
+            drive(&mut c, &mut now, 1, SLOW, 100);
+            if c.rate() != last {
+                changes.push((height, c.rate()));
+                last = c.rate();
+            }
+        }
+        let heights: Vec<usize> = changes.iter().map(|(h, _)| *h).collect();
+        assert_eq!(heights, vec![13, 23, 33, 43], "{changes:?}");
+        let first = changes[0].1.expect("a limit");
+        // 85 % of what was admitted: between 1,667/s (slow heights) and 2,000/s (idle).
+        assert!((1416..=1700).contains(&first), "{first}");
+        for pair in changes.windows(2) {
+            let (before, after) = (pair[0].1.unwrap_or(0), pair[1].1.unwrap_or(0));
+            assert_eq!(after, before * 850 / 1000);
+        }
+        // What is refused is counted, and the bucket admits about the rate.
+        let admitted = drive(&mut c, &mut now, 20, SLOW, 200);
+        let limit_per_height = c.rate().unwrap_or(0) * 60 / 1000;
+        assert!(
+            admitted < 20 * 200 / 2,
+            "a limit well under the offer must refuse most of it: {admitted}"
+        );
+        assert!(admitted as u64 >= limit_per_height, "{admitted}");
+    }
+
+    #[test]
+    fn the_limit_grows_while_blocks_are_fast_and_is_lifted_when_nothing_is_refused() {
+        let (mut c, mut now) = learned(AdmissionConfig::default());
+        drive(&mut c, &mut now, 40, IDLE, 100);
+        drive(&mut c, &mut now, RECENT_HEIGHTS + 20, SLOW, 100);
+        assert!(c.rate().is_some());
+        // Blocks back to idle speed while clients still offer more than the limit: once
+        // the median is back under target (5 heights), the limit grows every height.
+        drive(&mut c, &mut now, RECENT_HEIGHTS, IDLE, 200);
+        let low = c.rate().expect("still limited");
+        drive(&mut c, &mut now, 10, IDLE, 200);
+        let grown = c.rate().expect("still limited");
+        assert!(grown > low, "{grown} > {low}");
+        // Offer less than the limit: no refusal for RELEASE_HEIGHTS heights lifts it. (A
+        // quiet height first, so that the bucket's debt from the last burst is repaid.)
+        drive(&mut c, &mut now, 1, IDLE, 0);
+        drive(&mut c, &mut now, RELEASE_HEIGHTS as usize - 2, IDLE, 10);
+        assert!(c.rate().is_some());
+        drive(&mut c, &mut now, 1, IDLE, 10);
+        assert_eq!(c.rate(), None);
+    }
+
+    #[test]
+    fn the_limit_never_goes_below_the_floor() {
+        let config = AdmissionConfig {
+            min_per_sec: 300,
+            ..AdmissionConfig::default()
+        };
+        let (mut c, mut now) = learned(config);
+        drive(&mut c, &mut now, 40, IDLE, 100);
+        drive(&mut c, &mut now, 500, SLOW * 3, 100);
+        assert_eq!(c.rate(), Some(300));
+        // At 300/s and 180 ms heights, 54 a height get in (of 100 offered).
+        let admitted = drive(&mut c, &mut now, 100, SLOW * 3, 100);
+        assert!((5200..=5600).contains(&admitted), "{admitted}");
+    }
+
+    #[test]
+    fn later_rounds_and_idle_nodes_do_not_limit_clients() {
+        let (mut c, mut now) = learned(AdmissionConfig::default());
+        drive(&mut c, &mut now, 40, IDLE, 100);
+        // A timeout round (a validator down) is not load.
+        for _ in 0..30 {
+            now += Duration::from_secs(1);
+            c.observe_height(now, Duration::from_secs(1), 1, 100);
+        }
+        assert_eq!(c.rate(), None);
+        // Slow round-0 blocks while this node's clients send nothing: the load is
+        // elsewhere, nothing to take from them.
+        let (mut c, mut now) = learned(AdmissionConfig::default());
+        drive(&mut c, &mut now, 40, SLOW, 0);
+        assert_eq!(c.rate(), None);
+    }
+
+    #[test]
+    fn switched_off_it_admits_everything() {
+        let config = AdmissionConfig {
+            enabled: false,
+            ..AdmissionConfig::default()
+        };
+        let (mut c, mut now) = learned(config);
+        drive(&mut c, &mut now, 40, IDLE, 100);
+        assert_eq!(drive(&mut c, &mut now, 100, SLOW * 2, 100), 10_000);
+    }
+
+    #[test]
+    fn loaded_blocks_do_not_move_the_idle_reference() {
+        let (mut c, mut now) = learned(AdmissionConfig::default());
+        drive(&mut c, &mut now, 200, SLOW * 2, 100);
+        assert_eq!(c.idle_us(), Some(50_000));
+    }
+}

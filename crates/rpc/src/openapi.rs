@@ -57,6 +57,24 @@ fn json_body(schema: &str) -> Value {
     json!({ "required": true, "content": json_content(schema_ref(schema)) })
 }
 
+/// The 503 of `POST /v1/txs`: shed like every route, or refused while consensus is slow.
+const SUBMIT_503: &str = concat!(
+    "Shed by admission control: code `overloaded` (too many requests in flight; nothing ",
+    "queues), `timeout` (the request deadline passed), or `congested`: this validator's ",
+    "recent blocks come slower than its idle blocks, and it admits its clients' ",
+    "transactions at a limited rate (the whole request is refused before any signature ",
+    "check; retry after a backoff or at another validator)."
+);
+
+/// [`with_shed_responses`] with `description` as the 503.
+fn with_503(responses: Value, description: &str) -> Value {
+    let mut responses = with_shed_responses(responses);
+    if let Some(map) = responses.as_object_mut() {
+        map.insert("503".to_owned(), error_response(description));
+    }
+    responses
+}
+
 /// Add the responses every admitted route can give besides its own.
 fn with_shed_responses(responses: Value) -> Value {
     let mut responses = responses;
@@ -100,14 +118,14 @@ fn submit_path() -> Value {
                 "`mempool_full`, `too_large`, `overloaded`."
             ),
             "requestBody": json_body("SubmitRequest"),
-            "responses": with_shed_responses(json!({
+            "responses": with_503(json!({
                 "200": json_response("Per-transaction results", "SubmitResponse"),
                 "400": error_response(concat!(
                     "`bad_json` (not JSON of the request's shape), `bad_encoding` (an entry ",
                     "is not hex/base64), `bad_request` (empty list)"
                 )),
                 "413": error_response("`body_too_large` or `too_many_txs`"),
-            })),
+            }), SUBMIT_503),
         }
     })
 }

@@ -34,7 +34,7 @@ const FLAG_COMMIT: u8 = 2;
 
 /// Stable result codes for Basalt's snake-case rejection and failure codes. Append only:
 /// clients may match on the numbers.
-const RESULT_CODES: [(&str, u32); 22] = [
+const RESULT_CODES: [(&str, u32); 23] = [
     ("decode", 2),
     ("wrong_chain_id", 3),
     ("bad_signature", 4),
@@ -57,6 +57,7 @@ const RESULT_CODES: [(&str, u32); 22] = [
     ("task_already_answered", 21),
     ("empty_batch", 22),
     ("batch_failed", 23),
+    ("congested", 24),
 ];
 
 /// The result code for a snake-case code ([`CODE_OTHER`] for one not in the table).

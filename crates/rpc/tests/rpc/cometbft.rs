@@ -294,6 +294,26 @@ async fn tx_by_hash_in_base64_and_hex() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_congested_node_refuses_broadcasts_with_their_own_code() {
+    let server = TestServer::start(MockNode::new(), |_| {});
+    server.node.inner.congested.store(true, Ordering::SeqCst);
+    let tx = transfer(30, 1);
+    for method in ["broadcast_tx_sync", "broadcast_tx_async"] {
+        let refused = result(&server, method, json!({ "tx": b64(&tx.to_bytes()) })).await;
+        assert_eq!(refused["code"], 24, "{method}: {refused}");
+        assert!(
+            refused["log"].as_str().unwrap().starts_with("congested: "),
+            "{method}: {refused}"
+        );
+    }
+    assert_eq!(
+        server.node.inner.statuses.lock().unwrap().get(&tx.hash()),
+        None
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broadcast_tx_sync_admits_and_refuses_with_codes() {
     let server = TestServer::start(MockNode::new(), |_| {});
     let good = transfer(10, 1);

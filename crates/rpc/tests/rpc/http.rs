@@ -112,6 +112,44 @@ async fn submit_errors_are_typed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_congested_node_refuses_whole_submissions_before_decoding() {
+    let server = TestServer::start(MockNode::new(), |_| {});
+    server.node.inner.congested.store(true, Ordering::SeqCst);
+    let tx = transfer(20, 1);
+    // An undecodable entry too: refused as a whole, nothing is looked at.
+    let request = json!({ "txs": [hex::encode(tx.to_bytes()), "zz"] });
+    let (status, body) = server.post("/v1/txs", &request).await;
+    assert_eq!((status, error_code(&body)), (503, "congested"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("2 refused"),
+        "the node's reason is passed on: {body}"
+    );
+    assert_eq!(
+        server.node.inner.statuses.lock().unwrap().get(&tx.hash()),
+        None,
+        "a refused request never reaches submit"
+    );
+    let text = server.metrics();
+    assert_eq!(
+        metric_value(&text, "basalt_rpc_shed_total{reason=\"congested\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    // Reads are not affected, and submissions go through once the node admits again.
+    let (status, _) = server.get("/v1/status").await;
+    assert_eq!(status, 200);
+    server.node.inner.congested.store(false, Ordering::SeqCst);
+    let request = json!({ "txs": [hex::encode(tx.to_bytes())] });
+    let (status, body) = server.post("/v1/txs", &request).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["accepted"], true, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tx_status_in_every_state() {
     let server = TestServer::start(MockNode::new(), |_| {});
     let committed = transfer(1, 5); // in block 1, index 0

@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, Notify};
@@ -94,6 +94,8 @@ pub struct Inner {
     pub status_gate_entered: AtomicUsize,
     /// Names of the threads node calls ran on.
     pub threads: Mutex<Vec<String>>,
+    /// When set, `admit` refuses every request.
+    pub congested: AtomicBool,
 }
 
 impl Inner {
@@ -174,6 +176,7 @@ impl MockNode {
                 status_gate: Mutex::new(None),
                 status_gate_entered: AtomicUsize::new(0),
                 threads: Mutex::new(Vec::new()),
+                congested: AtomicBool::new(false),
             }),
         };
         node.add_block(1, vec![transfer(1, 5), batch_tx(2)], true);
@@ -284,6 +287,13 @@ pub fn certificate(height: u64, block_id: Hash) -> CommitCertificate {
 }
 
 impl NodeApi for MockNode {
+    fn admit(&self, txs: usize) -> Result<(), String> {
+        if self.inner.congested.load(Ordering::SeqCst) {
+            return Err(format!("mock: blocks are slow, {txs} refused"));
+        }
+        Ok(())
+    }
+
     fn submit(
         &self,
         txs: Vec<SignedTx>,

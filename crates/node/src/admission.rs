@@ -151,6 +151,8 @@ pub struct Controller {
     admitted_per_sec: u64,
     /// Committed transactions/s (every validator's clients), smoothed over heights.
     committed_per_sec: u64,
+    /// Consecutive heights whose blocks carried transactions.
+    loaded_heights: u32,
     last_height_at: Option<Instant>,
 }
 
@@ -185,6 +187,7 @@ impl Controller {
             refused_since_height: 0,
             admitted_per_sec: 0,
             committed_per_sec: 0,
+            loaded_heights: 0,
             last_height_at: None,
         }
     }
@@ -230,6 +233,11 @@ impl Controller {
             let per_sec = txs.saturating_mul(1_000_000) / interval_us;
             self.committed_per_sec = (self.committed_per_sec.saturating_mul(7) + per_sec) / 8;
         }
+        self.loaded_heights = if txs == 0 {
+            0
+        } else {
+            self.loaded_heights.saturating_add(1)
+        };
         if round == 0 {
             if txs == 0 {
                 self.idle_batch.push(interval_us);
@@ -271,7 +279,15 @@ impl Controller {
                 Some(rate) => rate,
                 // Only this node's own clients are limited here: when they are not what
                 // loads the chain, there is nothing to take from them.
-                None if self.admitted_per_sec > min && self.is_hot_spot() => self.admitted_per_sec,
+                // And only once the load has lasted a whole recent window: the admitted rate
+                // is smoothed over heights, and the first limit (and its floor) is taken
+                // from it, not from a load just starting.
+                None if self.admitted_per_sec > min
+                    && self.is_hot_spot()
+                    && self.loaded_heights >= RECENT_HEIGHTS as u32 =>
+                {
+                    self.admitted_per_sec
+                }
                 None => return,
             };
             if self.rate.is_none() {
@@ -465,6 +481,19 @@ mod tests {
         // Loaded and slow from the start: no empty block, so no reference.
         assert_eq!(drive(&mut c, &mut now, 50, SLOW * 2, 100), 5000);
         assert_eq!(c.rate(), None);
+    }
+
+    #[test]
+    fn a_load_just_starting_is_not_limited_before_a_whole_window() {
+        let (mut c, mut now) = learned(AdmissionConfig::default());
+        // Slow from the first loaded height: the median crosses after 13 heights, but the
+        // admitted rate is still ramping up; the first limit waits for 25 loaded heights.
+        drive(&mut c, &mut now, RECENT_HEIGHTS - 1, SLOW, 100);
+        assert_eq!(c.rate(), None);
+        drive(&mut c, &mut now, 1, SLOW, 100);
+        let first = c.rate().expect("a limit after a whole window of load");
+        // 85 % of ~1,600/s (the smoothed admitted rate by then).
+        assert!((1200..=1420).contains(&first), "{first}");
     }
 
     #[test]

@@ -24,8 +24,8 @@
 //! something, it grows to [`INCREASE_PERMILLE`] of itself. After [`RELEASE_HEIGHTS`]
 //! heights without a refusal the limit is lifted. The rate never goes under
 //! `min_per_sec`, nor under [`FLOOR_PERMILLE`] of what was admitted when the limit was
-//! set: a node never refuses everything, and when half its clients' transactions are gone
-//! and blocks are still slow, transactions are not what slows them.
+//! set: a node never refuses everything, and when two thirds of its clients'
+//! transactions are gone and blocks are still slow, transactions are not what slows them.
 //!
 //! The steps are small and slow on purpose: on a shared machine one block interval moves
 //! by several milliseconds with nothing changed, and a controller that chases that noise
@@ -71,9 +71,11 @@ pub const INCREASE_MIN: u64 = 10;
 pub const SHARE_MIN_PERMILLE: u64 = 500;
 /// The limit never goes below this much of what was being admitted when it was set, per
 /// mille. Measured under `http-flood`: a closed-loop client's own requests (refused ones,
-/// reads) keep a shared machine busy at any admitted rate, and below about half of it
-/// cutting further only took transactions away (200/s admitted, blocks still 1.06×).
-pub const FLOOR_PERMILLE: u64 = 500;
+/// reads) keep a shared machine busy at any admitted rate; cut to 200/s, blocks were still
+/// 1.06× idle and the clients, retrying in vain, gave up on 7–20 % of their transfers
+/// (pre-signed nonce sequences: one given up stalls the sender's later ones). At half,
+/// two runs held 1,046 and 1,243/s with blocks 1.08× and 1.10×.
+pub const FLOOR_PERMILLE: u64 = 333;
 /// The bucket holds this long of the rate (bursts).
 pub const BURST: Duration = Duration::from_millis(50);
 /// Default of [`AdmissionConfig::target_permille`].
@@ -162,6 +164,11 @@ fn median(values: &VecDeque<u64>) -> Option<u64> {
     sorted.get(sorted.len() / 2).copied()
 }
 
+/// An average over about 8 heights: 7/8 of `average`, 1/8 of `sample`.
+fn smooth(average: u64, sample: u64) -> u64 {
+    average.saturating_mul(7).saturating_add(sample) / 8
+}
+
 fn push_bounded(window: &mut VecDeque<u64>, value: u64, max: usize) {
     if window.len() == max {
         window.pop_front();
@@ -225,13 +232,12 @@ impl Controller {
                 .unwrap_or(u64::MAX)
                 .max(1);
             let per_sec = self.admitted_since_height.saturating_mul(1_000_000) / elapsed_us;
-            // Smoothed over about 8 heights.
-            self.admitted_per_sec = (self.admitted_per_sec.saturating_mul(7) + per_sec) / 8;
+            self.admitted_per_sec = smooth(self.admitted_per_sec, per_sec);
         }
         if interval_us > 0 {
             let txs = u64::try_from(txs).unwrap_or(u64::MAX);
             let per_sec = txs.saturating_mul(1_000_000) / interval_us;
-            self.committed_per_sec = (self.committed_per_sec.saturating_mul(7) + per_sec) / 8;
+            self.committed_per_sec = smooth(self.committed_per_sec, per_sec);
         }
         self.loaded_heights = if txs == 0 {
             0
@@ -277,11 +283,10 @@ impl Controller {
         if recent > target {
             let from = match self.rate {
                 Some(rate) => rate,
-                // Only this node's own clients are limited here: when they are not what
-                // loads the chain, there is nothing to take from them.
-                // And only once the load has lasted a whole recent window: the admitted rate
-                // is smoothed over heights, and the first limit (and its floor) is taken
-                // from it, not from a load just starting.
+                // A first limit only when this node's own clients are what loads the chain
+                // (else there is nothing to take from them), and once the load has lasted
+                // a whole recent window: the first limit and its floor are taken from the
+                // smoothed admitted rate, not from a load just starting.
                 None if self.admitted_per_sec > min
                     && self.is_hot_spot()
                     && self.loaded_heights >= RECENT_HEIGHTS as u32 =>
@@ -579,7 +584,7 @@ mod tests {
         let admitted = drive(&mut c, &mut now, 100, SLOW * 3, 100);
         assert!((5200..=5600).contains(&admitted), "{admitted}");
 
-        // Set while about 2,000/s were admitted: never under half of that.
+        // Set while about 1,800/s were admitted: never under a third of that.
         let (mut c, mut now) = learned(AdmissionConfig::default());
         drive(&mut c, &mut now, 40, IDLE, 100);
         let mut lowest = u64::MAX;
@@ -587,7 +592,7 @@ mod tests {
             drive(&mut c, &mut now, 1, SLOW, 100);
             lowest = lowest.min(c.rate().unwrap_or(u64::MAX));
         }
-        assert!((800..=1000).contains(&lowest), "{lowest}");
+        assert!((550..=670).contains(&lowest), "{lowest}");
         assert_eq!(c.rate(), Some(lowest));
     }
 

@@ -234,9 +234,11 @@ impl Controller {
             let per_sec = self.admitted_since_height.saturating_mul(1_000_000) / elapsed_us;
             self.admitted_per_sec = smooth(self.admitted_per_sec, per_sec);
         }
-        if interval_us > 0 {
-            let txs = u64::try_from(txs).unwrap_or(u64::MAX);
-            let per_sec = txs.saturating_mul(1_000_000) / interval_us;
+        let committed = u64::try_from(txs)
+            .unwrap_or(u64::MAX)
+            .saturating_mul(1_000_000)
+            .checked_div(interval_us);
+        if let Some(per_sec) = committed {
             self.committed_per_sec = smooth(self.committed_per_sec, per_sec);
         }
         self.loaded_heights = if txs == 0 {

@@ -35,8 +35,10 @@
 //! load), and nothing is limited while no idle reference exists: before [`IDLE_BATCH`]
 //! empty blocks have been seen, everything is admitted.
 //!
-//! Refused submissions get 503 `congested` (retryable: clients back off, or go to another
-//! validator). Only whole requests are refused, before their signatures are checked.
+//! A request that finds the bucket empty waits its turn, up to [`WAIT_MAX`] and with at
+//! most [`WAITERS_MAX`] others; past that it is refused with 503 `congested` (retryable: clients back off, or go to another
+//! validator). Only whole requests are delayed or refused, before their signatures are
+//! checked.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -78,6 +80,14 @@ pub const SHARE_MIN_PERMILLE: u64 = 500;
 pub const FLOOR_PERMILLE: u64 = 333;
 /// The bucket holds this long of the rate (bursts).
 pub const BURST: Duration = Duration::from_millis(50);
+/// A request that finds the bucket empty waits its turn, up to this long, instead of being
+/// refused: a closed-loop client is slowed to the rate rather than spinning on refusals
+/// (under `http-flood`, ~1,000 refused requests a second, each costing the node and the
+/// client CPU the chain needed). Past it, 503 `congested`.
+pub const WAIT_MAX: Duration = Duration::from_millis(200);
+/// Requests waiting their turn at once; one more is refused. A waiting request holds one
+/// of the RPC's concurrency slots (256 by default), and reads need the others.
+pub const WAITERS_MAX: usize = 64;
 /// Default of [`AdmissionConfig::target_permille`].
 pub const TARGET_PERMILLE_DEFAULT: u32 = 1050;
 /// Default of [`AdmissionConfig::min_per_sec`].
@@ -148,7 +158,10 @@ pub struct Controller {
     heights_since_step: u32,
     heights_since_refusal: u32,
     admitted_since_height: u64,
-    refused_since_height: u64,
+    /// Transactions delayed or refused since the last height: the limit binds.
+    limited_since_height: u64,
+    /// When each waiting request's turn comes, earliest first (at most [`WAITERS_MAX`]).
+    waiting_until: VecDeque<Instant>,
     /// Admitted transactions/s, smoothed over heights (the first limit starts from it).
     admitted_per_sec: u64,
     /// Committed transactions/s (every validator's clients), smoothed over heights.
@@ -191,7 +204,8 @@ impl Controller {
             heights_since_step: 0,
             heights_since_refusal: 0,
             admitted_since_height: 0,
-            refused_since_height: 0,
+            limited_since_height: 0,
+            waiting_until: VecDeque::with_capacity(WAITERS_MAX),
             admitted_per_sec: 0,
             committed_per_sec: 0,
             loaded_heights: 0,
@@ -258,9 +272,9 @@ impl Controller {
             }
             push_bounded(&mut self.recent, interval_us, RECENT_HEIGHTS);
         }
-        let refused = self.refused_since_height > 0;
+        let refused = self.limited_since_height > 0;
         self.admitted_since_height = 0;
-        self.refused_since_height = 0;
+        self.limited_since_height = 0;
         self.heights_since_step = self.heights_since_step.saturating_add(1);
         self.heights_since_refusal = if refused {
             0
@@ -323,12 +337,15 @@ impl Controller {
             >= self.committed_per_sec.saturating_mul(SHARE_MIN_PERMILLE)
     }
 
-    /// May `txs` transactions be admitted at `now`? Counts the answer.
-    pub fn admit(&mut self, now: Instant, txs: usize) -> Result<(), Congested> {
+    /// May `txs` transactions be admitted at `now`, and after how long a wait? Counts the
+    /// answer. `Ok(ZERO)`: at once; `Ok(wait)`: the bucket is in debt and the request's
+    /// turn comes after `wait` (at most [`WAIT_MAX`]), its tokens already taken; `Err`:
+    /// refused, nothing taken.
+    pub fn admit(&mut self, now: Instant, txs: usize) -> Result<Duration, Congested> {
         let txs = u64::try_from(txs).unwrap_or(u64::MAX);
         let Some(rate) = self.rate else {
             self.admitted_since_height = self.admitted_since_height.saturating_add(txs);
-            return Ok(());
+            return Ok(Duration::ZERO);
         };
         let capacity = capacity_milli(rate);
         let elapsed_us = self
@@ -339,18 +356,36 @@ impl Controller {
         let refill = u128::from(rate).saturating_mul(elapsed_us) / 1000;
         let refill = i64::try_from(refill).unwrap_or(i64::MAX);
         self.tokens_milli = self.tokens_milli.saturating_add(refill).min(capacity);
-        if self.tokens_milli > 0 {
-            let cost = i64::try_from(txs.saturating_mul(1000)).unwrap_or(i64::MAX);
-            self.tokens_milli = self.tokens_milli.saturating_sub(cost);
-            self.admitted_since_height = self.admitted_since_height.saturating_add(txs);
-            return Ok(());
+        // The debt is repaid at `rate`: thousandths / (rate/s) = debt × 1000 / rate µs.
+        let debt = u64::try_from(self.tokens_milli.saturating_neg().max(0)).unwrap_or(0);
+        let wait_us = debt.saturating_mul(1000) / rate.max(1);
+        let wait = Duration::from_micros(wait_us);
+        while self
+            .waiting_until
+            .front()
+            .is_some_and(|until| *until <= now)
+        {
+            self.waiting_until.pop_front();
         }
-        self.refused_since_height = self.refused_since_height.saturating_add(txs);
-        Err(Congested {
-            recent_us: self.recent_us().unwrap_or(0),
-            idle_us: self.idle_us().unwrap_or(0),
-            rate_per_sec: rate,
-        })
+        let waiters_full = !wait.is_zero() && self.waiting_until.len() >= WAITERS_MAX;
+        if wait > WAIT_MAX || waiters_full {
+            self.limited_since_height = self.limited_since_height.saturating_add(txs);
+            return Err(Congested {
+                recent_us: self.recent_us().unwrap_or(0),
+                idle_us: self.idle_us().unwrap_or(0),
+                rate_per_sec: rate,
+            });
+        }
+        let cost = i64::try_from(txs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.tokens_milli = self.tokens_milli.saturating_sub(cost);
+        self.admitted_since_height = self.admitted_since_height.saturating_add(txs);
+        if !wait.is_zero() {
+            self.limited_since_height = self.limited_since_height.saturating_add(txs);
+            if let Some(until) = now.checked_add(wait) {
+                self.waiting_until.push_back(until);
+            }
+        }
+        Ok(wait)
     }
 }
 
@@ -367,6 +402,7 @@ fn capacity_milli(rate: u64) -> i64 {
 pub struct Admission {
     controller: Mutex<Controller>,
     admitted: Counter,
+    delayed: Counter,
     refused: Counter,
     rate: Gauge,
     idle_us: Gauge,
@@ -379,6 +415,7 @@ impl Admission {
         let admission = Admission {
             controller: Mutex::new(Controller::new(config)),
             admitted: Counter::default(),
+            delayed: Counter::default(),
             refused: Counter::default(),
             rate: Gauge::default(),
             idle_us: Gauge::default(),
@@ -388,6 +425,11 @@ impl Admission {
             "admission_admitted_txs",
             "Transactions let through by consensus-latency admission",
             admission.admitted.clone(),
+        );
+        registry.register(
+            "admission_delayed_txs",
+            "Admitted transactions that waited for their turn (at most 200 ms)",
+            admission.delayed.clone(),
         );
         registry.register(
             "admission_refused_txs",
@@ -425,16 +467,23 @@ impl Admission {
     }
 
     /// May `txs` transactions from a client be admitted now?
-    pub fn admit(&self, txs: usize) -> Result<(), Congested> {
+    pub fn admit(&self, txs: usize) -> Result<Duration, Congested> {
         let count = u64::try_from(txs).unwrap_or(u64::MAX);
         let answer = match self.controller.lock() {
             Ok(mut controller) => controller.admit(Instant::now(), txs),
             // A poisoned lock means a panic elsewhere; admitting keeps the node usable.
-            Err(_) => Ok(()),
+            Err(_) => Ok(Duration::ZERO),
         };
         match answer {
-            Ok(()) => self.admitted.inc_by(count),
-            Err(_) => self.refused.inc_by(count),
+            Ok(wait) => {
+                self.admitted.inc_by(count);
+                if !wait.is_zero() {
+                    self.delayed.inc_by(count);
+                }
+            }
+            Err(_) => {
+                self.refused.inc_by(count);
+            }
         };
         answer
     }
@@ -504,6 +553,66 @@ mod tests {
     }
 
     #[test]
+    fn a_request_finding_the_bucket_empty_waits_its_turn_up_to_the_bound() {
+        let (mut c, mut now) = learned(AdmissionConfig::default());
+        drive(&mut c, &mut now, 40, IDLE, 100);
+        drive(&mut c, &mut now, RECENT_HEIGHTS, SLOW, 100);
+        let rate = c.rate().expect("limited");
+        // Let the bucket fill, then send requests of 10 at one instant.
+        now += Duration::from_secs(1);
+        let mut waits = Vec::new();
+        let refusal = loop {
+            match c.admit(now, 10) {
+                Ok(wait) => waits.push(wait),
+                Err(congested) => break congested,
+            }
+            assert!(waits.len() < 10_000, "never refused");
+        };
+        assert_eq!(refusal.rate_per_sec, rate);
+        // A full bucket first (no wait), then each request waits for the debt before it.
+        assert!(waits[0].is_zero());
+        assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
+        let last = *waits.last().expect("some admitted");
+        assert!(last <= WAIT_MAX && last > WAIT_MAX * 9 / 10, "{last:?}");
+        // About a burst plus WAIT_MAX worth of the rate got in.
+        let admitted = waits.len() as u64 * 10;
+        let expected = rate * (BURST + WAIT_MAX).as_millis() as u64 / 1000;
+        assert!(
+            admitted.abs_diff(expected) <= 20,
+            "{admitted} vs {expected}"
+        );
+        // A refusal takes nothing: the next request at the same instant is refused too,
+        // and once the debt is repaid requests go through at once again.
+        assert!(c.admit(now, 10).is_err());
+        now += WAIT_MAX + BURST;
+        assert_eq!(c.admit(now, 10).map(|w| w.is_zero()), Ok(true));
+    }
+
+    #[test]
+    fn at_most_so_many_requests_wait_at_once() {
+        let (mut c, mut now) = learned(AdmissionConfig::default());
+        drive(&mut c, &mut now, 40, IDLE, 100);
+        drive(&mut c, &mut now, RECENT_HEIGHTS, SLOW, 100);
+        // One transaction per request: WAIT_MAX worth of the rate would be more than
+        // WAITERS_MAX requests.
+        let rate = c.rate().expect("limited");
+        assert!(rate * WAIT_MAX.as_millis() as u64 / 1000 > WAITERS_MAX as u64 * 2);
+        now += Duration::from_secs(1);
+        let mut waiting = 0;
+        let refused_at = loop {
+            match c.admit(now, 1) {
+                Ok(wait) if wait.is_zero() => {}
+                Ok(_) => waiting += 1,
+                Err(_) => break waiting,
+            }
+        };
+        assert_eq!(refused_at, WAITERS_MAX);
+        // The first waiters' turns come: as many new ones may wait again.
+        now += Duration::from_millis(20);
+        assert!(c.admit(now, 1).is_ok_and(|w| !w.is_zero()));
+    }
+
+    #[test]
     fn blocks_within_target_admit_everything() {
         let (mut c, mut now) = learned(AdmissionConfig::default());
         // 52 ms is within 1.05 × 50 ms.
@@ -562,10 +671,11 @@ mod tests {
         drive(&mut c, &mut now, 10, IDLE, 200);
         let grown = c.rate().expect("still limited");
         assert!(grown > low, "{grown} > {low}");
-        // Offer less than the limit: no refusal for RELEASE_HEIGHTS heights lifts it. (A
-        // quiet height first, so that the bucket's debt from the last burst is repaid.)
-        drive(&mut c, &mut now, 1, IDLE, 0);
-        drive(&mut c, &mut now, RELEASE_HEIGHTS as usize - 2, IDLE, 10);
+        // Offer less than the limit: RELEASE_HEIGHTS heights without a request delayed or
+        // refused lift it. (Quiet heights first, so that the bucket's debt from the last
+        // burst, up to WAIT_MAX worth, is repaid.)
+        drive(&mut c, &mut now, 5, IDLE, 0);
+        drive(&mut c, &mut now, RELEASE_HEIGHTS as usize - 6, IDLE, 10);
         assert!(c.rate().is_some());
         drive(&mut c, &mut now, 1, IDLE, 10);
         assert_eq!(c.rate(), None);

@@ -34,7 +34,7 @@ fn all_rejected(count: usize, code: &str, message: &str) -> Vec<Result<Hash, Rej
 }
 
 impl NodeApi for Api {
-    fn admit(&self, txs: usize) -> Result<(), String> {
+    fn admit(&self, txs: usize) -> Result<std::time::Duration, String> {
         self.shared
             .admission
             .admit(txs)

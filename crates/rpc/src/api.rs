@@ -23,12 +23,14 @@ pub trait NodeApi: Clone + Send + Sync + 'static {
         txs: Vec<SignedTx>,
     ) -> impl Future<Output = Vec<Result<Hash, Rejection>>> + Send;
 
-    /// May a client's request of `txs` transactions go to [`NodeApi::submit`] now? Asked
-    /// before the transactions are decoded; `Err` carries why not, and the whole request
-    /// is refused with 503 `congested` (retryable). The default admits everything.
-    fn admit(&self, txs: usize) -> Result<(), String> {
+    /// May a client's request of `txs` transactions go to [`NodeApi::submit`], and after
+    /// how long a wait? Asked before the transactions are decoded. `Ok(wait)`: the
+    /// request is served after `wait` (zero: at once; the node keeps it short, well
+    /// inside the request deadline); `Err` carries why not, and the whole request is
+    /// refused with 503 `congested` (retryable). The default admits everything at once.
+    fn admit(&self, txs: usize) -> Result<std::time::Duration, String> {
         let _ = txs;
-        Ok(())
+        Ok(std::time::Duration::ZERO)
     }
 
     /// Where a transaction is: in the mempool, committed (with its receipt), rejected, or

@@ -62,8 +62,9 @@ const SUBMIT_503: &str = concat!(
     "Shed by admission control: code `overloaded` (too many requests in flight; nothing ",
     "queues), `timeout` (the request deadline passed), or `congested`: this validator's ",
     "recent blocks come slower than its idle blocks, and it admits its clients' ",
-    "transactions at a limited rate (the whole request is refused before any signature ",
-    "check; retry after a backoff or at another validator)."
+    "transactions at a limited rate: a request first waits its turn (briefly, a bounded ",
+    "number at once), and past that the whole request is refused before any signature ",
+    "check; retry after a backoff or at another validator."
 );
 
 /// [`with_shed_responses`] with `description` as the 503.

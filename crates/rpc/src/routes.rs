@@ -406,9 +406,13 @@ async fn submit_txs<S: NodeApi>(
             ),
         ));
     }
-    if let Err(why) = shared.api.admit(request.txs.len()) {
-        shared.metrics.shed(ShedReason::Congested);
-        return Err(ApiError::congested(why));
+    match shared.api.admit(request.txs.len()) {
+        Ok(wait) if !wait.is_zero() => tokio::time::sleep(wait).await,
+        Ok(_) => {}
+        Err(why) => {
+            shared.metrics.shed(ShedReason::Congested);
+            return Err(ApiError::congested(why));
+        }
     }
     let mut results: Vec<SubmitResult> = Vec::with_capacity(request.txs.len());
     let mut decoded: Vec<(usize, SignedTx)> = Vec::with_capacity(request.txs.len());

@@ -164,19 +164,29 @@ async fn tx<S: NodeApi>(shared: &AppState<S>, params: &Params) -> Result<Value, 
     to_value(TxResult::new(&hash, height, index, &receipt, &bytes))
 }
 
-/// The refusal of one transaction while the node limits admission, if it does.
-fn congested<S: NodeApi>(shared: &AppState<S>) -> Option<TxResultJson> {
-    let why = shared.api.admit(1).err()?;
-    shared.metrics.shed(ShedReason::Congested);
-    Some(TxResultJson::refused(&ErrorBody {
-        code: "congested".to_owned(),
-        message: why,
-    }))
+/// Ask the node to admit one transaction: after its wait, `None`; or its refusal while
+/// the node limits admission.
+async fn congested<S: NodeApi>(shared: &AppState<S>) -> Option<TxResultJson> {
+    match shared.api.admit(1) {
+        Ok(wait) => {
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
+            }
+            None
+        }
+        Err(why) => {
+            shared.metrics.shed(ShedReason::Congested);
+            Some(TxResultJson::refused(&ErrorBody {
+                code: "congested".to_owned(),
+                message: why,
+            }))
+        }
+    }
 }
 
 /// Decode, then admit to the mempool: CometBFT's `CheckTx`, as a result code.
 async fn check_tx<S: NodeApi>(shared: &AppState<S>, tx: SignedTx) -> TxResultJson {
-    if let Some(refused) = congested(shared) {
+    if let Some(refused) = congested(shared).await {
         return refused;
     }
     match shared.api.submit(vec![tx]).await.into_iter().next() {
@@ -219,7 +229,7 @@ async fn broadcast_async<S: NodeApi>(
         Ok(tx) => tx,
         Err(why) => return to_value(BroadcastResult::new(TxResultJson::refused(&why), &hash)),
     };
-    let check = if let Some(refused) = congested(shared) {
+    let check = if let Some(refused) = congested(shared).await {
         refused
     } else if let Some(slot) = shared.comet.async_submit_slot() {
         let api = shared.api.clone();

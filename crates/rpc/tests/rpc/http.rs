@@ -150,6 +150,20 @@ async fn a_congested_node_refuses_whole_submissions_before_decoding() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_submission_waits_as_long_as_the_node_says_then_goes_through() {
+    let server = TestServer::start(MockNode::new(), |_| {});
+    server.node.inner.admit_wait_ms.store(150, Ordering::SeqCst);
+    let tx = transfer(21, 1);
+    let started = Instant::now();
+    let request = json!({ "txs": [hex::encode(tx.to_bytes())] });
+    let (status, body) = server.post("/v1/txs", &request).await;
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["results"][0]["accepted"], true, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tx_status_in_every_state() {
     let server = TestServer::start(MockNode::new(), |_| {});
     let committed = transfer(1, 5); // in block 1, index 0

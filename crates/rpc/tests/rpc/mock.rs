@@ -15,7 +15,7 @@ use prometheus_client::registry::Registry;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, Notify};
@@ -96,6 +96,8 @@ pub struct Inner {
     pub threads: Mutex<Vec<String>>,
     /// When set, `admit` refuses every request.
     pub congested: AtomicBool,
+    /// How long `admit` makes each request wait, ms.
+    pub admit_wait_ms: AtomicU64,
 }
 
 impl Inner {
@@ -177,6 +179,7 @@ impl MockNode {
                 status_gate_entered: AtomicUsize::new(0),
                 threads: Mutex::new(Vec::new()),
                 congested: AtomicBool::new(false),
+                admit_wait_ms: AtomicU64::new(0),
             }),
         };
         node.add_block(1, vec![transfer(1, 5), batch_tx(2)], true);
@@ -287,11 +290,13 @@ pub fn certificate(height: u64, block_id: Hash) -> CommitCertificate {
 }
 
 impl NodeApi for MockNode {
-    fn admit(&self, txs: usize) -> Result<(), String> {
+    fn admit(&self, txs: usize) -> Result<Duration, String> {
         if self.inner.congested.load(Ordering::SeqCst) {
             return Err(format!("mock: blocks are slow, {txs} refused"));
         }
-        Ok(())
+        Ok(Duration::from_millis(
+            self.inner.admit_wait_ms.load(Ordering::SeqCst),
+        ))
     }
 
     fn submit(

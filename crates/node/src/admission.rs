@@ -36,8 +36,8 @@
 //! empty blocks have been seen, everything is admitted.
 //!
 //! A request that finds the bucket empty waits its turn, up to [`WAIT_MAX`] and with at
-//! most [`WAITERS_MAX`] others; past that it is refused with 503 `congested` (retryable: clients back off, or go to another
-//! validator). Only whole requests are delayed or refused, before their signatures are
+//! most [`WAITERS_MAX`] others; past that it is refused with 503 `congested` (retryable:
+//! clients back off, or go to another validator). Only whole requests are delayed or refused, before their signatures are
 //! checked.
 
 use prometheus_client::metrics::counter::Counter;
@@ -156,7 +156,8 @@ pub struct Controller {
     tokens_milli: i64,
     refilled_at: Option<Instant>,
     heights_since_step: u32,
-    heights_since_refusal: u32,
+    /// Heights since a request was last delayed or refused (the limit last bound).
+    heights_since_limited: u32,
     admitted_since_height: u64,
     /// Transactions delayed or refused since the last height: the limit binds.
     limited_since_height: u64,
@@ -171,8 +172,8 @@ pub struct Controller {
     last_height_at: Option<Instant>,
 }
 
-fn median(values: &VecDeque<u64>) -> Option<u64> {
-    let mut sorted: Vec<u64> = values.iter().copied().collect();
+fn median<'a>(values: impl IntoIterator<Item = &'a u64>) -> Option<u64> {
+    let mut sorted: Vec<u64> = values.into_iter().copied().collect();
     sorted.sort_unstable();
     sorted.get(sorted.len() / 2).copied()
 }
@@ -202,7 +203,7 @@ impl Controller {
             tokens_milli: 0,
             refilled_at: None,
             heights_since_step: 0,
-            heights_since_refusal: 0,
+            heights_since_limited: 0,
             admitted_since_height: 0,
             limited_since_height: 0,
             waiting_until: VecDeque::with_capacity(WAITERS_MAX),
@@ -264,22 +265,22 @@ impl Controller {
             if txs == 0 {
                 self.idle_batch.push(interval_us);
                 if self.idle_batch.len() == IDLE_BATCH {
-                    let run: VecDeque<u64> = self.idle_batch.drain(..).collect();
-                    if let Some(m) = median(&run) {
+                    if let Some(m) = median(&self.idle_batch) {
                         push_bounded(&mut self.idle_medians, m, IDLE_BATCHES);
                     }
+                    self.idle_batch.clear();
                 }
             }
             push_bounded(&mut self.recent, interval_us, RECENT_HEIGHTS);
         }
-        let refused = self.limited_since_height > 0;
+        let limited = self.limited_since_height > 0;
         self.admitted_since_height = 0;
         self.limited_since_height = 0;
         self.heights_since_step = self.heights_since_step.saturating_add(1);
-        self.heights_since_refusal = if refused {
+        self.heights_since_limited = if limited {
             0
         } else {
-            self.heights_since_refusal.saturating_add(1)
+            self.heights_since_limited.saturating_add(1)
         };
         if !self.config.enabled {
             return;
@@ -288,7 +289,7 @@ impl Controller {
             return;
         };
         let min = self.config.min_per_sec.max(1);
-        if recent <= target && self.rate.is_some() && self.heights_since_refusal >= RELEASE_HEIGHTS
+        if recent <= target && self.rate.is_some() && self.heights_since_limited >= RELEASE_HEIGHTS
         {
             self.rate = None;
             return;
@@ -322,7 +323,7 @@ impl Controller {
             self.rate = Some(cut);
             self.heights_since_step = 0;
         } else if let Some(rate) = self.rate {
-            if self.heights_since_refusal < STEP_HEIGHTS {
+            if self.heights_since_limited < STEP_HEIGHTS {
                 let raised = (rate.saturating_mul(INCREASE_PERMILLE) / 1000)
                     .max(rate.saturating_add(INCREASE_MIN));
                 self.rate = Some(raised);
@@ -500,11 +501,24 @@ mod tests {
     fn learned(config: AdmissionConfig) -> (Controller, Instant) {
         let mut c = Controller::new(config);
         let mut now = Instant::now();
-        for _ in 0..IDLE_BATCH {
-            now += IDLE;
-            c.observe_height(now, IDLE, 0, 0);
-        }
+        idle_runs(&mut c, &mut now, 1, IDLE);
         (c, now)
+    }
+
+    /// A learned controller whose limit is in force: ~2,000/s admitted, then slow blocks.
+    fn limited() -> (Controller, Instant) {
+        let (mut c, mut now) = learned(AdmissionConfig::default());
+        drive(&mut c, &mut now, 40, IDLE, 100);
+        drive(&mut c, &mut now, RECENT_HEIGHTS, SLOW, 100);
+        (c, now)
+    }
+
+    /// `runs` runs of empty blocks `interval` apart.
+    fn idle_runs(c: &mut Controller, now: &mut Instant, runs: usize, interval: Duration) {
+        for _ in 0..runs * IDLE_BATCH {
+            *now += interval;
+            c.observe_height(*now, interval, 0, 0);
+        }
     }
 
     /// `per_height` transactions offered (all at once) per height of `interval`, for
@@ -554,9 +568,7 @@ mod tests {
 
     #[test]
     fn a_request_finding_the_bucket_empty_waits_its_turn_up_to_the_bound() {
-        let (mut c, mut now) = learned(AdmissionConfig::default());
-        drive(&mut c, &mut now, 40, IDLE, 100);
-        drive(&mut c, &mut now, RECENT_HEIGHTS, SLOW, 100);
+        let (mut c, mut now) = limited();
         let rate = c.rate().expect("limited");
         // Let the bucket fill, then send requests of 10 at one instant.
         now += Duration::from_secs(1);
@@ -590,9 +602,7 @@ mod tests {
 
     #[test]
     fn at_most_so_many_requests_wait_at_once() {
-        let (mut c, mut now) = learned(AdmissionConfig::default());
-        drive(&mut c, &mut now, 40, IDLE, 100);
-        drive(&mut c, &mut now, RECENT_HEIGHTS, SLOW, 100);
+        let (mut c, mut now) = limited();
         // One transaction per request: WAIT_MAX worth of the rate would be more than
         // WAITERS_MAX requests.
         let rate = c.rate().expect("limited");
@@ -751,24 +761,12 @@ mod tests {
     fn a_few_slow_idle_seconds_do_not_raise_the_reference_but_lasting_ones_do() {
         let (mut c, mut now) = learned(AdmissionConfig::default());
         let disturbed = Duration::from_millis(54);
-        let idle_run = |c: &mut Controller, now: &mut Instant, runs: usize| {
-            for _ in 0..runs * IDLE_BATCH {
-                *now += disturbed;
-                c.observe_height(*now, disturbed, 0, 0);
-            }
-        };
-        let fast_run = |c: &mut Controller, now: &mut Instant, runs: usize| {
-            for _ in 0..runs * IDLE_BATCH {
-                *now += IDLE;
-                c.observe_height(*now, IDLE, 0, 0);
-            }
-        };
         // A full memory of idle runs, then a few slow ones: the reference does not move.
-        fast_run(&mut c, &mut now, IDLE_BATCHES - 1);
-        idle_run(&mut c, &mut now, IDLE_BATCHES / 2 - 1);
+        idle_runs(&mut c, &mut now, IDLE_BATCHES - 1, IDLE);
+        idle_runs(&mut c, &mut now, IDLE_BATCHES / 2 - 1, disturbed);
         assert_eq!(c.idle_us(), Some(50_000));
         // Once most of the memory is slow runs, the reference follows.
-        idle_run(&mut c, &mut now, 1);
+        idle_runs(&mut c, &mut now, 1, disturbed);
         assert_eq!(c.idle_us(), Some(54_000));
     }
 

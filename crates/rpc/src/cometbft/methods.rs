@@ -166,7 +166,7 @@ async fn tx<S: NodeApi>(shared: &AppState<S>, params: &Params) -> Result<Value, 
 
 /// Ask the node to admit one transaction: after its wait, `None`; or its refusal while
 /// the node limits admission.
-async fn congested<S: NodeApi>(shared: &AppState<S>) -> Option<TxResultJson> {
+async fn admit_one<S: NodeApi>(shared: &AppState<S>) -> Option<TxResultJson> {
     match shared.api.admit(1) {
         Ok(wait) => {
             if !wait.is_zero() {
@@ -186,7 +186,7 @@ async fn congested<S: NodeApi>(shared: &AppState<S>) -> Option<TxResultJson> {
 
 /// Decode, then admit to the mempool: CometBFT's `CheckTx`, as a result code.
 async fn check_tx<S: NodeApi>(shared: &AppState<S>, tx: SignedTx) -> TxResultJson {
-    if let Some(refused) = congested(shared).await {
+    if let Some(refused) = admit_one(shared).await {
         return refused;
     }
     match shared.api.submit(vec![tx]).await.into_iter().next() {
@@ -229,7 +229,7 @@ async fn broadcast_async<S: NodeApi>(
         Ok(tx) => tx,
         Err(why) => return to_value(BroadcastResult::new(TxResultJson::refused(&why), &hash)),
     };
-    let check = if let Some(refused) = congested(shared).await {
+    let check = if let Some(refused) = admit_one(shared).await {
         refused
     } else if let Some(slot) = shared.comet.async_submit_slot() {
         let api = shared.api.clone();
